@@ -1,0 +1,202 @@
+"""The three abstractions everything else is built from.
+
+* :class:`Node` -- a layer without trainable parameters (``ReLU``, ``Vectorization``, pooling).
+* :class:`Neuron` -- a layer with trainable parameters (``Linear``, ``Convolution``).
+* :class:`Optimizer` -- turns parameter gradients into parameter updates.
+
+A layer maps a batch ``x`` of shape ``(N, *input_shape)`` to ``y`` of shape
+``(N, *output_shape)``. ``forward(x)`` remembers what ``backward`` needs; ``backward(dL_dy)``
+stores the parameter gradients and returns ``dL_dx``. Shapes are *per sample*: the batch
+size is never part of a layer, so any batch size works at run time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+def per_sample_shape(shape: Any, expected_ndim: int | None = None) -> Shape | None:
+    """Turn a seed-style shape argument into a per-sample shape.
+
+    The seed passed shapes *with* the batch size, e.g. ``(50, 1, 28, 28)``; newer code passes
+    ``(1, 28, 28)`` or leaves it out (``None``). With ``expected_ndim`` given, a shape with one
+    extra leading axis is taken to include the batch size, which is dropped.
+    """
+    if shape is None:
+        return None
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if expected_ndim is not None and len(shape) == expected_ndim + 1:
+        return shape[1:]
+    return shape
+
+
+class Layer(ABC):
+    """Common base of nodes and neurons: shape inference, input checks and mode."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+        self.input_shape: Shape | None = None
+        self.output_shape: Shape | None = None
+        self.training = True
+
+    # -- shapes ---------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        """Fix the per-sample input shape; neurons also create their parameters here."""
+        input_shape = tuple(int(s) for s in input_shape)
+        self.output_shape = tuple(int(s) for s in self.compute_output_shape(input_shape))
+        self.input_shape = input_shape
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """Per-sample output shape for a per-sample input shape. Default: unchanged."""
+        return input_shape
+
+    def check_input(self, x: Any) -> np.ndarray:
+        """Validate ``x`` against the layer (building it on first use) and return it as an array.
+
+        A wrong shape raises ``ValueError`` naming the layer, the expected and the received shape.
+        """
+        if not isinstance(x, np.ndarray):
+            x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{self.name}: expected a numeric array, got dtype {x.dtype}")
+        if not self.built:
+            if x.ndim < 1:
+                raise ValueError(f"{self.name}: expected a batch (N, ...), got a scalar")
+            self.build(x.shape[1:])
+        elif x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(
+                f"{self.name}: expected input of shape (batch, {', '.join(map(str, self.input_shape))}), "
+                f"got {x.shape}"
+            )
+        return x
+
+    # -- the two passes -------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``y = f(x)`` for a batch; caches what ``backward`` needs."""
+
+    @abstractmethod
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        """Given ``dL/dy`` of the last ``forward``, store parameter gradients, return ``dL/dx``."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # -- parameters -----------------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Trainable arrays by name. Optimizers update them in place."""
+        return {}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``dL/dparameter`` from the last ``backward``, with the same names as ``parameters()``."""
+        return {}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state that is saved with the model (e.g. batch-norm running stats)."""
+        return {}
+
+    def count_params(self) -> int:
+        return int(sum(p.size for p in self.parameters().values()))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this layer (without its weights), as JSON values."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Node(Layer):
+    """A layer without trainable parameters."""
+
+
+class Neuron(Layer):
+    """A layer with trainable parameters.
+
+    Subclasses create their parameters in ``build`` and name them in ``parameter_names``.
+    The gradient of parameter ``X`` lives in attribute ``_X_pd`` (the seed's name, which the
+    notebook reads as ``layer._W_pd``); ``gradients()`` is the public way to read them.
+    """
+
+    parameter_names: tuple[str, ...] = ("W",)
+
+    def __init__(self, name: str | None = None, dtype: Any = np.float32) -> None:
+        super().__init__(name)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise TypeError(f"{self.name}: dtype must be a floating type, got {self.dtype}")
+        # True when the user passed the weights: a model's seeded re-initialisation skips them.
+        self.user_weights = False
+
+    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
+        """Draw fresh initial values for every parameter (only once the shapes are known)."""
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in self.parameter_names if getattr(self, k, None) is not None}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, f"_{k}_pd") for k in self.parameters()}
+
+    def zero_grad(self) -> None:
+        for k, p in self.parameters().items():
+            setattr(self, f"_{k}_pd", np.zeros_like(p))
+
+    def cast_input(self, x: np.ndarray) -> np.ndarray:
+        """Bring the input to this layer's dtype (a no-op when it already is)."""
+        return x.astype(self.dtype, copy=False)
+
+
+class Optimizer(ABC):
+    """Updates every trainable array of some layers, in place, from their gradients.
+
+    ``step(layers)`` gathers ``(parameter, gradient)`` pairs, optionally rescales all gradients
+    so that their global L2 norm is at most ``clip_norm`` (as ``torch.nn.utils.clip_grad_norm_``
+    does), then calls ``update`` once per parameter. Per-parameter state (momentum, Adam
+    moments) is keyed by the parameter array itself, so it survives across steps.
+    """
+
+    def __init__(self, lr: float, clip_norm: float | None = None) -> None:
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        self.lr = float(lr)
+        self.clip_norm = clip_norm
+        self.iterations = 0
+        self._state: dict[int, dict[str, Any]] = {}
+
+    def state_for(self, param: np.ndarray) -> dict[str, Any]:
+        # The param itself is kept in the state so its id cannot be reused by another array.
+        return self._state.setdefault(id(param), {"param": param})
+
+    def step(self, layers: Iterable[Layer]) -> None:
+        pairs = [
+            (p, layer.gradients()[name])
+            for layer in layers
+            for name, p in layer.parameters().items()
+        ]
+        if self.clip_norm is not None:
+            norm = np.sqrt(sum(float(np.vdot(g, g)) for _, g in pairs))
+            scale = self.clip_norm / (norm + 1e-6)
+            if scale < 1.0:
+                pairs = [(p, g * scale) for p, g in pairs]
+        self.iterations += 1
+        for p, g in pairs:
+            self.update(p, g)
+
+    @abstractmethod
+    def update(self, param: np.ndarray, grad: np.ndarray) -> None:
+        """Apply one update to ``param`` in place."""
+
+    def get_config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "clip_norm": self.clip_norm}

@@ -1,0 +1,201 @@
+"""2-D convolution (cross-correlation, as in every deep-learning framework)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import initializers, kernels
+from ..interfaces import Neuron, Shape, per_sample_shape
+
+
+def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def resolve_padding(
+    padding: Any, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], layer: str
+) -> kernels.Padding4:
+    """``int | (ph, pw) | (top, bottom, left, right) | "valid" | "same"`` -> (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            return kernels.same_padding(hw[0], kernel[0], stride[0], dilation[0]) + kernels.same_padding(
+                hw[1], kernel[1], stride[1], dilation[1]
+            )
+        raise ValueError(f"{layer}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (int, np.integer)):
+        padding = (padding,)
+    pads = tuple(int(p) for p in padding)
+    if any(p < 0 for p in pads) or len(pads) not in (1, 2, 4):
+        raise ValueError(f"{layer}: padding must be non-negative: int, (ph, pw) or (top, bottom, left, right); got {padding!r}")
+    if len(pads) == 1:
+        return pads * 4
+    if len(pads) == 2:
+        return (pads[0], pads[0], pads[1], pads[1])
+    return pads  # type: ignore[return-value]
+
+
+class Convolution(Neuron):
+    """2-D convolution: ``y[n, o] = sum_c W[o, c] (*) x[n, c] + B[o]``.
+
+    ``(*)`` is cross-correlation with the given stride, dilation and zero padding, as in
+    ``torch.nn.functional.conv2d``. Shapes::
+
+        x  (N, C, H, W)      W  (O, C, kh, kw)      B  (O,)      y  (N, O, OH, OW)
+        OH = floor((H + pad_top + pad_bottom - dilation * (kh - 1) - 1) / stride) + 1
+
+    The work is one im2col and one matrix multiply (see :mod:`nn_from_scratch.kernels`)::
+
+        cols = im2col(x)                       (C*kh*kw, N*OH*OW)
+        y    = W_2d @ cols + B                 W_2d: (O, C*kh*kw)
+        dW   = dy_2d @ cols.T,  dB = sum(dy),  dx = col2im(W_2d.T @ dy_2d)
+
+    ``input_dim`` is ``(N, C, H, W)`` (the seed's form; N is ignored), ``(C, H, W)``, the number
+    of channels, or ``None`` to infer it from the first input. ``padding`` is an int, a pair,
+    ``(top, bottom, left, right)``, ``"valid"`` or ``"same"`` (Keras' rule, any stride).
+    When the layer has one input channel, a batch ``(N, H, W)`` is read as ``(N, 1, H, W)``.
+    """
+
+    parameter_names = ("W", "B")
+
+    def __init__(
+        self,
+        input_dim: Any = None,
+        kernel_size: Any = None,
+        output_layers: int = 1,
+        padding: Any = 0,
+        W: np.ndarray | None = None,
+        B: np.ndarray | None = None,
+        use_bias: bool = True,
+        W_init_range: float | None = None,
+        *,
+        stride: Any = 1,
+        dilation: Any = 1,
+        kernel_initializer: str | initializers.Initializer = "glorot_uniform",
+        dtype: Any = np.float32,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name, dtype)
+        if kernel_size is None:
+            raise ValueError(f"{self.name}: kernel_size is required")
+        self.kernel_size = _pair(kernel_size, "kernel_size", self.name)
+        self.out_channels = int(output_layers)
+        if self.out_channels < 1:
+            raise ValueError(f"{self.name}: output_layers must be >= 1, got {output_layers}")
+        self.stride = _pair(stride, "stride", self.name)
+        self.dilation = _pair(dilation, "dilation", self.name)
+        self.padding = padding
+        resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation, self.name)  # validate early
+        self.use_bias = bool(use_bias)
+        self.W_init_range = W_init_range
+        self.kernel_initializer = kernel_initializer
+        self._init = initializers.uniform_range(W_init_range) if W_init_range else initializers.get(kernel_initializer)
+        self.W: np.ndarray | None = None
+        self.B: np.ndarray | None = None
+        self._W_pd: np.ndarray | None = None
+        self._B_pd: np.ndarray | None = None
+        self.geometry: kernels.ConvGeometry | None = None
+        self._cols: np.ndarray | None = None
+        self._x_shape: tuple[int, ...] | None = None
+
+        shape = per_sample_shape(input_dim, expected_ndim=3)
+        self.in_channels: int | None = None if shape is None else shape[0]
+        if W is not None:
+            W = np.asarray(W, dtype=self.dtype)
+            expected = (self.out_channels, self.in_channels or W.shape[1]) + self.kernel_size
+            if W.shape != expected:
+                raise ValueError(f"{self.name}: expected W of shape {expected} (out, in, kh, kw), got {W.shape}")
+            self.W, self.in_channels, self.user_weights = W, W.shape[1], True
+        if B is not None:
+            if not self.use_bias:
+                raise ValueError(f"{self.name}: B was given but use_bias=False")
+            B = np.asarray(B, dtype=self.dtype)
+            if B.shape != (self.out_channels,):
+                raise ValueError(f"{self.name}: expected B of shape ({self.out_channels},) (one bias per output channel), got {B.shape}")
+            self.B = B
+        if self.in_channels is not None:
+            self._create_parameters(None)
+        if shape is not None and len(shape) == 3:
+            self.build(shape)
+
+    # -- parameters -----------------------------------------------------------------------
+    def _create_parameters(self, rng: np.random.Generator | None) -> None:
+        if self.W is None:
+            self.W = np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=self.dtype)
+            self.reset_parameters(rng)
+        if self.use_bias and self.B is None:
+            self.B = np.zeros(self.out_channels, dtype=self.dtype)
+        self.zero_grad()
+
+    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
+        rng = rng or initializers.default_rng()
+        kh, kw = self.kernel_size
+        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        self.W[...] = self._init(self.W.shape, fan_in, fan_out, rng, self.dtype)
+        if self.B is not None:
+            self.B[...] = 0.0
+
+    # -- shapes ---------------------------------------------------------------------------
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: expected input of shape (batch, channels, height, width), got (batch, {', '.join(map(str, input_shape))})")
+        c, h, w = input_shape
+        if self.in_channels is not None and c != self.in_channels:
+            raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
+        geom = self._geometry((h, w))
+        oh, ow = geom.output_hw(h, w)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self.name}: input of shape (batch, {c}, {h}, {w}) is smaller than the kernel {self.kernel_size} (dilation {self.dilation}, padding {self.padding})")
+        return (self.out_channels, oh, ow)
+
+    def _geometry(self, hw: tuple[int, int]) -> kernels.ConvGeometry:
+        pads = resolve_padding(self.padding, hw, self.kernel_size, self.stride, self.dilation, self.name)
+        return kernels.ConvGeometry(*self.kernel_size, self.stride, self.dilation, pads)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape)
+        self.in_channels = self.input_shape[0]
+        self.geometry = self._geometry(self.input_shape[1:])
+        self._create_parameters(rng)
+
+    # -- passes ---------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        self._added_channel_axis = x.ndim == 3 and self.in_channels == 1
+        if self._added_channel_axis:
+            x = x[:, None]
+        x = self.cast_input(self.check_input(x))
+        self._x_shape = x.shape
+        y, self._cols = kernels.conv2d_forward(x, self.W, self.B if self.use_bias else None, self.geometry)
+        return y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
+        expected = (self._x_shape[0],) + self.output_shape
+        if dL_dy.shape != expected:
+            raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
+        dx, self._W_pd, db = kernels.conv2d_backward(dL_dy, self._cols, self._x_shape, self.W, self.geometry)
+        if self.use_bias:
+            self._B_pd = db
+        return dx[:, 0] if self._added_channel_axis else dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "input_dim": None if self.input_shape is None else list(self.input_shape),
+            "kernel_size": list(self.kernel_size),
+            "output_layers": self.out_channels,
+            "padding": self.padding if isinstance(self.padding, (str, int)) else list(self.padding),
+            "use_bias": self.use_bias,
+            "W_init_range": self.W_init_range,
+            "stride": list(self.stride),
+            "dilation": list(self.dilation),
+            "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else "glorot_uniform",
+            "dtype": self.dtype.name,
+            "name": self.name,
+        }

@@ -1,0 +1,114 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import initializers
+from ..interfaces import Neuron, Shape, per_sample_shape
+
+
+class Linear(Neuron):
+    """Affine map ``y = x @ W[1:] + W[0]``.
+
+    Shapes: ``x`` (N, n_in) -> ``y`` (N, n_out). The weight matrix ``W`` has shape
+    ``(n_in + 1, n_out)`` with the bias in row 0 (the seed's layout, which treats the bias as
+    the weight of a constant input 1). Gradients::
+
+        dL/dW[1:] = x.T @ dL/dy       dL/dW[0] = sum_n dL/dy[n]       dL/dx = dL/dy @ W[1:].T
+
+    ``input_dim`` and ``output_dim`` may include the batch size, as the seed passed them
+    (``Linear((50, 800), (50, 10))``); it is ignored. ``input_dim`` may be left out and
+    inferred from the first input: ``Linear(output_dim=10)``.
+    """
+
+    parameter_names = ("W",)
+
+    def __init__(
+        self,
+        input_dim: Any = None,
+        output_dim: Any = None,
+        W: np.ndarray | None = None,
+        W_init_range: float | None = None,
+        *,
+        kernel_initializer: str | initializers.Initializer = "glorot_uniform",
+        dtype: Any = np.float32,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name, dtype)
+        if output_dim is None:
+            raise ValueError(f"{self.name}: output_dim is required, e.g. Linear(output_dim=10)")
+        self.n_out = per_sample_shape(output_dim)[-1]
+        self.W_init_range = W_init_range
+        self.kernel_initializer = kernel_initializer
+        self._init = initializers.uniform_range(W_init_range) if W_init_range else initializers.get(kernel_initializer)
+        self.W: np.ndarray | None = None
+        self._W_pd: np.ndarray | None = None
+        self._x: np.ndarray | None = None
+        if W is not None:
+            W = np.asarray(W, dtype=self.dtype)
+            if W.ndim != 2 or W.shape[1] != self.n_out:
+                raise ValueError(f"{self.name}: expected W of shape (n_in + 1, {self.n_out}), got {W.shape}")
+            self.W, self.user_weights = W, True
+            self._W_pd = np.zeros_like(W)
+            self.build((W.shape[0] - 1,))
+        elif input_dim is not None:
+            self.build((per_sample_shape(input_dim)[-1],))
+
+    @property
+    def n_in(self) -> int | None:
+        return None if self.input_shape is None else self.input_shape[0]
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"{self.name}: expected input of shape (batch, features), got (batch, {', '.join(map(str, input_shape))}); "
+                "flatten it first with Vectorization"
+            )
+        if self.W is not None and input_shape[0] != self.W.shape[0] - 1:
+            raise ValueError(f"{self.name}: expected input of shape (batch, {self.W.shape[0] - 1}), got (batch, {input_shape[0]})")
+        return (self.n_out,)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape)
+        if self.W is None:
+            self.reset_parameters(rng)
+
+    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
+        rng = rng or initializers.default_rng()
+        n_in = self.n_in
+        W = np.empty((n_in + 1, self.n_out), dtype=self.dtype)
+        W[1:] = self._init((n_in, self.n_out), n_in, self.n_out, rng, self.dtype)
+        W[0] = 0.0
+        if self.W is None:
+            self.W = W
+        else:
+            self.W[...] = W  # in place, so optimizer state keyed by the array stays valid
+        self._W_pd = np.zeros_like(self.W)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.cast_input(self.check_input(x))
+        self._x = x
+        return x @ self.W[1:] + self.W[0]
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
+        if dL_dy.shape != (self._x.shape[0], self.n_out):
+            raise ValueError(f"{self.name}: expected dL_dy of shape {(self._x.shape[0], self.n_out)}, got {dL_dy.shape}")
+        grad = self._W_pd if self._W_pd is not None and self._W_pd.shape == self.W.shape else np.empty_like(self.W)
+        np.matmul(self._x.T, dL_dy, out=grad[1:])
+        np.sum(dL_dy, axis=0, out=grad[0])
+        self._W_pd = grad
+        return dL_dy @ self.W[1:].T
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "input_dim": self.n_in,
+            "output_dim": self.n_out,
+            "W_init_range": self.W_init_range,
+            "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else "glorot_uniform",
+            "dtype": self.dtype.name,
+            "name": self.name,
+        }

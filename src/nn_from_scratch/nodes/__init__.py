@@ -1,0 +1,8 @@
+"""Parameter-free layers. ``SoftMaxLoss`` and ``MSELoss`` live in :mod:`nn_from_scratch.losses`
+and are re-exported here because the seed imported them from ``nodes``."""
+
+from ..losses import MSELoss, SoftMaxLoss
+from .activations import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh
+from .reshape import Vectorization
+
+__all__ = ["LeakyReLU", "MSELoss", "ReLU", "Sigmoid", "SoftMax", "SoftMaxLoss", "Tanh", "Vectorization"]

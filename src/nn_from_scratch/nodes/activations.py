@@ -1,0 +1,101 @@
+"""Element-wise activations and softmax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..interfaces import Node, per_sample_shape
+
+
+class Activation(Node):
+    """Base for activations: accepts the seed's ``n_input`` shape argument and ignores it."""
+
+    def __init__(self, n_input: Any = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.n_input = n_input  # kept only so the seed's call ReLU((50, 4, 26, 26)) works
+
+    def check_input(self, x: Any) -> np.ndarray:
+        # Element-wise: any shape goes, so no shape is fixed by the first input.
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{self.name}: expected a numeric array, got dtype {x.dtype}")
+        if not self.built:
+            self.build(x.shape[1:])
+        return x
+
+
+class ReLU(Activation):
+    """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.check_input(x)
+        self._y = np.maximum(x, 0)
+        return self._y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        # y > 0 exactly where x > 0, so the output is all the backward pass needs.
+        return np.where(self._y > 0, dL_dy, 0).astype(self._y.dtype, copy=False)
+
+
+class LeakyReLU(Activation):
+    """``y = x if x > 0 else alpha * x``; ``dL/dx = dL/dy * (1 if x > 0 else alpha)``."""
+
+    def __init__(self, alpha: float = 0.01, n_input: Any = None, name: str | None = None) -> None:
+        super().__init__(n_input, name)
+        self.alpha = float(alpha)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = self.check_input(x)
+        return np.where(self._x > 0, self._x, self.alpha * self._x)
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        return np.where(self._x > 0, dL_dy, self.alpha * dL_dy)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+
+class Sigmoid(Activation):
+    """``y = 1 / (1 + exp(-x))``; ``dL/dx = dL/dy * y * (1 - y)``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.check_input(x)
+        # exp of a non-positive number only, so neither branch overflows.
+        e = np.exp(-np.abs(x))
+        self._y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return self._y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        return dL_dy * self._y * (1 - self._y)
+
+
+class Tanh(Activation):
+    """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y^2)``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._y = np.tanh(self.check_input(x))
+        return self._y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        return dL_dy * (1 - self._y * self._y)
+
+
+class SoftMax(Activation):
+    """Softmax over the last axis: ``y_k = exp(x_k - max x) / sum_j exp(x_j - max x)``.
+
+    Backward is the Jacobian-vector product ``dL/dx = y * (dL/dy - sum_k dL/dy_k y_k)``.
+    For training a classifier, use :class:`SoftMaxLoss` on the logits instead: it fuses
+    softmax and cross-entropy, which is both stabler and cheaper.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.check_input(x)
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        self._y = e / e.sum(axis=-1, keepdims=True)
+        return self._y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        y = self._y
+        return y * (dL_dy - np.sum(dL_dy * y, axis=-1, keepdims=True))
