@@ -57,3 +57,190 @@ class GradientDescent(Optimizer):
             "nesterov": self.nesterov,
             "weight_decay": self.weight_decay,
         }
+
+
+def _lerp_(avg: np.ndarray, target: np.ndarray, weight: float) -> None:
+    """``avg <- avg + weight * (target - avg)`` in place, rounded as ``torch.lerp_`` rounds it.
+
+    torch switches to ``target - (target - avg) * (1 - weight)`` for ``weight >= 0.5`` so that
+    ``weight = 1`` gives exactly ``target``; matching that keeps us bit-close to torch.
+    """
+    diff = target - avg
+    if weight < 0.5:
+        diff *= weight
+        avg += diff
+    else:
+        diff *= 1.0 - weight
+        np.subtract(target, diff, out=avg)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), exactly as ``torch.optim.Adam`` (amsgrad off)::
+
+        g = grad + weight_decay * p                    (L2 penalty; AdamW decouples it instead)
+        m = beta1 * m + (1 - beta1) * g                (first moment, zero at the start)
+        v = beta2 * v + (1 - beta2) * g^2              (second moment, zero at the start)
+        t = number of updates of this parameter so far, counting this one
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Note the placement of ``eps``: outside the bias-corrected square root, as torch does.
+    ``lr``, ``beta1``, ``beta2``, ``eps`` and ``weight_decay`` are plain attributes, read at
+    every step, so a schedule can change them between steps. State arrays have the dtype of
+    their parameter.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, clip_norm)
+        for what, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{type(self).__name__}: {what} must be in [0, 1), got {beta}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def _decay(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """Adam's L2 penalty: folded into the gradient (AdamW overrides this)."""
+        return grad + self.weight_decay * param if self.weight_decay else grad
+
+    def update(self, param: np.ndarray, grad: np.ndarray) -> None:
+        grad = self._decay(param, grad)
+        state = self.state_for(param)
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        state["step"] += 1
+        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+
+        _lerp_(exp_avg, grad, 1.0 - self.beta1)
+        exp_avg_sq *= self.beta2
+        exp_avg_sq += (1.0 - self.beta2) * (grad * grad)
+
+        step_size = self.lr / (1.0 - self.beta1**step)
+        bias_correction2_sqrt = (1.0 - self.beta2**step) ** 0.5
+        denom = np.sqrt(exp_avg_sq)
+        denom /= bias_correction2_sqrt
+        denom += self.eps
+        update = exp_avg / denom
+        update *= step_size
+        param -= update
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, exactly as ``torch.optim.AdamW``.
+
+    Before the Adam step (which then sees the raw gradient)::
+
+        p = p * (1 - lr * weight_decay)
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
+
+    def _decay(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        if self.weight_decay:
+            param *= 1.0 - self.lr * self.weight_decay
+        return grad
+
+
+class RMSProp(Optimizer):
+    """RMSProp, exactly as ``torch.optim.RMSprop``::
+
+        g   = grad + weight_decay * p
+        s   = alpha * s + (1 - alpha) * g^2                       (zero at the start)
+        a   = alpha * a + (1 - alpha) * g                         (centered only; zero at the start)
+        den = sqrt(s - a^2) + eps   if centered, else   sqrt(s) + eps
+        b   = momentum * b + g / den;  p = p - lr * b             if momentum > 0
+        p   = p - lr * g / den                                    otherwise
+
+    There is no bias correction (torch has none), and ``eps`` is added outside the square root.
+    Hyper-parameters are plain attributes, read at every step.
+    """
+
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+    ) -> None:
+        super().__init__(lr, clip_norm)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"RMSProp: alpha must be in [0, 1], got {alpha}")
+        if eps < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"RMSProp: eps, momentum and weight_decay must be >= 0, got {eps}, {momentum}, {weight_decay}")
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.centered = bool(centered)
+        self.weight_decay = float(weight_decay)
+
+    def update(self, param: np.ndarray, grad: np.ndarray) -> None:
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        state = self.state_for(param)
+        if "square_avg" not in state:
+            state["square_avg"] = np.zeros_like(param)
+        square_avg = state["square_avg"]
+        square_avg *= self.alpha
+        square_avg += (1.0 - self.alpha) * (grad * grad)
+
+        if self.centered:
+            grad_avg = state.setdefault("grad_avg", np.zeros_like(param))
+            _lerp_(grad_avg, grad, 1.0 - self.alpha)
+            avg = square_avg - grad_avg * grad_avg
+            np.sqrt(avg, out=avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += self.eps
+
+        if self.momentum > 0:
+            buf = state.setdefault("momentum_buffer", np.zeros_like(param))
+            buf *= self.momentum
+            buf += grad / avg
+            param -= self.lr * buf
+        else:
+            step = grad / avg
+            step *= self.lr
+            param -= step
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+            "weight_decay": self.weight_decay,
+        }
