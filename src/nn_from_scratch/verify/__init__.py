@@ -1,0 +1,6 @@
+"""Correctness tools: finite-difference gradient checks and comparisons with reference frameworks.
+
+torch and keras are imported lazily by the tools that need them.
+"""
+
+from .gradcheck import GradcheckError, gradcheck
