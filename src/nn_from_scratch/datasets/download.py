@@ -1,0 +1,138 @@
+"""Fetching a file from a list of mirrors into a cache directory, atomically and verified.
+
+Each mirror is tried in turn. A download goes to a temporary file beside its destination, is
+checked by the caller's ``validate`` function, and only then renamed into place with
+:func:`os.replace`, so the cache never holds a partial or unverified file, even when two
+processes download at once. A download that fails its check is deleted. When every mirror
+fails, :class:`DownloadError` lists what each one did.
+
+Only the standard library's :mod:`urllib` is used; proxies from the usual environment
+variables (``https_proxy``, ``no_proxy``, ...) are honoured.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["CACHE_ENV_VAR", "DownloadError", "default_cache_dir", "fetch"]
+
+CACHE_ENV_VAR = "NN_FROM_SCRATCH_CACHE_DIR"
+# A download larger than this is not the small dataset file asked for.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+class DownloadError(OSError):
+    """No mirror delivered a valid file. ``attempts`` holds ``(url, reason)`` for each try."""
+
+    def __init__(self, filename: str, attempts: Sequence[tuple[str, str]]) -> None:
+        self.filename = filename
+        self.attempts = list(attempts)
+        lines = "\n".join(f"  {url}: {reason}" for url, reason in self.attempts)
+        super().__init__(f"could not download {filename} from any of {len(self.attempts)} mirror(s):\n{lines}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def default_cache_dir() -> Path:
+    """The root of the download cache.
+
+    ``$NN_FROM_SCRATCH_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/nn_from_scratch``, else
+    ``~/.cache/nn_from_scratch``. Each dataset uses a subdirectory of it.
+    """
+    configured = os.environ.get(CACHE_ENV_VAR)
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "nn_from_scratch"
+
+
+def fetch(
+    urls: Sequence[str],
+    destination: str | os.PathLike[str],
+    validate: Callable[[Path], object],
+    *,
+    timeout: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Path:
+    """Download the first good copy among ``urls`` to ``destination`` and return its path.
+
+    Args:
+        urls: candidate URLs of the same file, tried in order (``http``, ``https`` or ``file``).
+        destination: where the file goes; its directory is created if needed.
+        validate: called with the path of the downloaded temporary file; it raises
+            ``ValueError`` (or ``OSError``) when the content is wrong. Its name for the file
+            is the temporary one, so :class:`DownloadError` records the reason per URL.
+        timeout: seconds to wait for each connection and each read.
+        max_bytes: a response larger than this is rejected.
+
+    Raises:
+        DownloadError: no URL gave a file that passed ``validate``; lists each URL's failure.
+        ValueError: ``urls`` is empty or holds an unsupported scheme.
+    """
+    if not urls:
+        raise ValueError("fetch: no mirror URLs given")
+    for url in urls:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https", "file"):
+            raise ValueError(f"fetch: unsupported URL scheme {scheme!r} in {url!r}; use http, https or file")
+
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    attempts: list[tuple[str, str]] = []
+    for url in urls:
+        descriptor, temporary_name = tempfile.mkstemp(
+            # The suffix keeps the destination's name, so ".gz" still says "gzipped" to validate.
+            dir=destination.parent, prefix=".partial-", suffix=f"-{destination.name}"
+        )
+        temporary = Path(temporary_name)
+        try:
+            with os.fdopen(descriptor, "wb") as sink:
+                _download(url, sink, timeout, max_bytes)
+            validate(temporary)
+            os.replace(temporary, destination)
+            return destination
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            attempts.append((url, _describe(error, temporary, destination)))
+        finally:
+            temporary.unlink(missing_ok=True)
+    raise DownloadError(destination.name, attempts)
+
+
+def _download(url: str, sink, timeout: float, max_bytes: int) -> None:
+    from .. import __version__
+
+    # Some mirrors refuse urllib's default User-Agent.
+    request = urllib.request.Request(url, headers={"User-Agent": f"nn_from_scratch/{__version__} (urllib)"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        announced = response.headers.get("Content-Length")
+        announced = int(announced) if announced and announced.isdigit() else None
+        if announced is not None and announced > max_bytes:
+            raise ValueError(f"the server announces {announced} bytes, more than the limit of {max_bytes}")
+        received = 0
+        while chunk := response.read(_CHUNK):
+            received += len(chunk)
+            if received > max_bytes:
+                raise ValueError(f"more than the limit of {max_bytes} bytes received")
+            sink.write(chunk)
+    if announced is not None and received != announced:
+        raise ValueError(f"incomplete download: {received} of {announced} bytes")
+
+
+def _describe(error: BaseException, temporary: Path, destination: Path) -> str:
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, urllib.error.URLError):
+        return f"unreachable ({error.reason})"
+    # Validation messages name the temporary file; the user knows it by its final name.
+    text = str(error).replace(str(temporary), destination.name)
+    return f"{type(error).__name__}: {text}"

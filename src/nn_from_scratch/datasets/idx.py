@@ -1,0 +1,152 @@
+"""Reading IDX files, the format of MNIST and Fashion-MNIST, with integrity checks.
+
+An IDX file is a 4-byte magic number, one big-endian ``uint32`` per dimension, then the
+payload in C order, big-endian::
+
+    offset 0   0x00 0x00          always zero
+    offset 2   dtype code         0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+                                  0x0D float32, 0x0E float64
+    offset 3   ndim               number of dimensions, >= 1
+    offset 4   ndim x uint32      the shape
+    then       prod(shape) items  the data
+
+Files may be gzipped (``.gz``). Every check here fails with a :class:`DatasetFileError`
+that names the file and says what was wrong: a bad gzip stream, a bad magic number, an
+unknown dtype code, a payload shorter or longer than the header promises, or a sha256 of the
+uncompressed bytes that differs from the expected one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+__all__ = ["ChecksumError", "DatasetFileError", "IDXFormatError", "read_idx"]
+
+# Big-endian element types by IDX dtype code.
+IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+# No real IDX file has more axes; a larger count means the header is garbage.
+MAX_NDIM = 8
+_READ_CHUNK = 1 << 20
+
+
+class DatasetFileError(ValueError):
+    """A dataset file is damaged or is not the file expected. Names the file."""
+
+
+class IDXFormatError(DatasetFileError):
+    """The file is not a valid (optionally gzipped) IDX file."""
+
+
+class ChecksumError(DatasetFileError):
+    """The file is a valid IDX file, but its sha256 is not the expected one."""
+
+
+def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file (gzipped if its name ends in ``.gz``) into a writable NumPy array.
+
+    Args:
+        path: the file.
+        sha256: the expected hex sha256 of the *uncompressed* bytes (header included), or
+            ``None`` to skip the check. The uncompressed digest is used because the same
+            data is published under several different gzip encodings.
+
+    Returns:
+        An array of the header's shape, in native byte order (``uint8`` for MNIST).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        IDXFormatError: bad gzip stream, bad magic number, unknown dtype code, or a payload
+            whose length does not match the header.
+        ChecksumError: the sha256 of the uncompressed bytes differs from ``sha256``.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with _open(path) as stream:
+            array = _parse(stream, digest, path)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as error:
+        # EOFError is how gzip reports a stream cut short.
+        reason = "the gzip stream ends early" if isinstance(error, EOFError) else f"bad gzip stream ({error})"
+        raise IDXFormatError(f"{path}: {reason}; the file is corrupt or truncated") from error
+    if sha256 is not None and digest.hexdigest() != sha256.lower():
+        raise ChecksumError(
+            f"{path}: sha256 mismatch: the uncompressed data has sha256 {digest.hexdigest()}, "
+            f"expected {sha256.lower()}; the file is corrupt or not the expected one"
+        )
+    return array
+
+
+def _open(path: Path) -> BinaryIO:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _parse(stream: BinaryIO, digest: "hashlib._Hash", path: Path) -> np.ndarray:
+    magic = _read_exactly(stream, 4, digest)
+    if len(magic) < 4:
+        raise IDXFormatError(f"{path}: truncated: {len(magic)} bytes, too short for the 4-byte IDX magic number")
+    zero, dtype_code, ndim = struct.unpack(">HBB", magic)
+    if zero != 0:
+        raise IDXFormatError(
+            f"{path}: bad magic number 0x{magic.hex()}: an IDX file starts with two zero bytes"
+            + (" (this looks like a gzip file without a .gz name)" if magic[:2] == b"\x1f\x8b" else "")
+        )
+    if dtype_code not in IDX_DTYPES:
+        known = ", ".join(f"0x{code:02X} {dtype.name}" for code, dtype in IDX_DTYPES.items())
+        raise IDXFormatError(f"{path}: bad magic number 0x{magic.hex()}: unknown dtype code 0x{dtype_code:02X} (known: {known})")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise IDXFormatError(f"{path}: bad magic number 0x{magic.hex()}: {ndim} dimensions, expected 1 to {MAX_NDIM}")
+
+    dims_bytes = _read_exactly(stream, 4 * ndim, digest)
+    if len(dims_bytes) < 4 * ndim:
+        raise IDXFormatError(f"{path}: truncated header: {ndim} dimensions need {4 * ndim} bytes, found {len(dims_bytes)}")
+    shape = struct.unpack(f">{ndim}I", dims_bytes)
+    dtype = IDX_DTYPES[dtype_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    # Read in chunks rather than allocating `expected` bytes up front, so that a damaged
+    # header claiming terabytes fails as "truncated" instead of as a MemoryError.
+    payload = _read_exactly(stream, expected, digest)
+    if len(payload) < expected:
+        raise IDXFormatError(
+            f"{path}: truncated payload: the header promises shape {shape} of {dtype.name} "
+            f"({expected} bytes), found only {len(payload)} bytes"
+        )
+    trailing = _read_exactly(stream, 1, digest)
+    if trailing:
+        extra = 1 + len(_read_exactly(stream, _READ_CHUNK, digest))
+        raise IDXFormatError(
+            f"{path}: {extra}{'+' if extra > _READ_CHUNK else ''} bytes after the payload of shape {shape}: "
+            "the header does not describe this file"
+        )
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_exactly(stream: BinaryIO, size: int, digest: "hashlib._Hash") -> bytearray:
+    """Read up to ``size`` bytes (fewer only at end of file), feeding them to ``digest``."""
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = stream.read(min(_READ_CHUNK, size - len(buffer)))
+        if not chunk:
+            break
+        buffer += chunk
+    digest.update(buffer)
+    return buffer
