@@ -1,0 +1,464 @@
+"""Our models <-> Keras 3 ``Sequential``, one converter per layer type.
+
+Keras is channels-last: an image batch is ``(N, H, W, C)`` where ours is ``(N, C, H, W)``, and a
+conv kernel is ``(kh, kw, C, O)`` where ours is ``(O, C, kh, kw)``. The subtle part is what
+happens after a ``Flatten``: Keras flattens ``(H, W, C)``, we flatten ``(C, H, W)``, so the same
+feature sits at a different index. Every converter therefore receives the :class:`Layout` of its
+input (how the Keras tensor maps onto ours) and returns the layout of its output:
+
+* ``PLAIN`` -- same array on both sides;
+* ``IMAGE`` -- Keras holds ``moveaxis(ours, 1, -1)``;
+* ``flat(perm)`` -- Keras holds ``ours[:, perm]`` (after a ``Flatten`` of an image): the
+  ``Dense`` that consumes it gets its rows permuted, ``W_keras = W[1:][perm]``.
+
+Element-wise layers keep the layout. Keras is imported here, with ``KERAS_BACKEND=torch`` set
+first unless the caller chose a backend (or TensorFlow is installed and no backend was chosen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:
+    os.environ["KERAS_BACKEND"] = "torch"
+
+import keras  # noqa: E402
+
+from ..interfaces import Layer, Neuron  # noqa: E402
+from ..losses import Loss, MSELoss, SoftMaxLoss, one_hot_targets  # noqa: E402
+from ..model import Sequential  # noqa: E402
+from ..neurons import Convolution, Linear  # noqa: E402
+from ..neurons.convolution import resolve_padding  # noqa: E402
+from ..nodes import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh, Vectorization  # noqa: E402
+from ._common import Registry, UnsupportedLayerError, layer_label, model_layers  # noqa: E402
+
+
+@contextlib.contextmanager
+def float64_arithmetic() -> Iterator[None]:
+    """Let Keras compute float64 layers in float64 while the block runs.
+
+    Keras 3 (up to at least 3.15.1) mimics JAX without x64: its type promotion maps float64 to
+    float32, so ``ops.matmul`` -- hence ``Dense`` -- rounds float64 inputs to float32 and a
+    float64 twin agrees with us only to ~1e-7 (keras-team/keras#23223). Inside this block the
+    float64 -> float32 entry of that promotion table is removed; it is restored afterwards.
+    Versions without the table or without the entry are left alone.
+    """
+    try:
+        from keras.src.backend.common import dtypes
+    except ImportError:  # pragma: no cover - a Keras layout we do not know
+        yield
+        return
+    table = getattr(dtypes, "BIT64_TO_BIT32_DTYPE", None)
+    if not isinstance(table, dict) or "float64" not in table:
+        yield
+        return
+    removed = table.pop("float64")
+    try:
+        yield
+    finally:
+        table["float64"] = removed
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a Keras tensor lays out the same numbers as ours (see the module docstring)."""
+
+    kind: str  # "plain" | "image" | "flat"
+    perm: np.ndarray | None = field(default=None, compare=False)
+
+    def to_twin(self, a: np.ndarray) -> np.ndarray:
+        if self.kind == "image":
+            return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+        if self.kind == "flat":
+            return np.ascontiguousarray(a[:, self.perm])
+        return a
+
+    def to_ours(self, a: np.ndarray) -> np.ndarray:
+        if self.kind == "image":
+            return np.ascontiguousarray(np.moveaxis(a, -1, 1))
+        if self.kind == "flat":
+            out = np.empty_like(a)
+            out[:, self.perm] = a
+            return out
+        return a
+
+    def twin_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample shape on the Keras side for our per-sample ``shape``."""
+        return (*shape[1:], shape[0]) if self.kind == "image" else tuple(shape)
+
+
+PLAIN = Layout("plain")
+IMAGE = Layout("image")
+
+
+def flat(perm: np.ndarray) -> Layout:
+    return Layout("flat", perm)
+
+
+def chw_to_hwc_perm(c: int, h: int, w: int) -> np.ndarray:
+    """``perm`` with ``flatten_hwc(x)[j] = flatten_chw(x)[perm[j]]``."""
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+def input_layout(shape: tuple[int, ...]) -> Layout:
+    """A per-sample ``(C, H, W)`` input is an image; anything else is the same on both sides."""
+    return IMAGE if len(shape) == 3 else PLAIN
+
+
+# ``read(get)``: the twin's parameters in OUR layouts; ``get`` maps a Keras variable to an array.
+Reader = Callable[[Callable[[Any], np.ndarray]], dict[str, np.ndarray]]
+
+
+def _no_parameters(get: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
+    return {}
+
+
+@dataclass
+class KerasTwin:
+    """The Keras layers that compute one of our layers, and the layout of their output."""
+
+    layers: list[Any]
+    out_layout: Layout
+    read: Reader = _no_parameters
+    load: Callable[[], None] = lambda: None  # sets the weights once the layers are built
+    read_buffers: Reader = _no_parameters
+
+
+@dataclass
+class KerasContext:
+    """What a converter to Keras needs besides the layer."""
+
+    layout: Layout  # of the layer's input
+    shape: tuple[int, ...]  # our per-sample input shape
+    dtype: str
+    where: str
+
+
+TO_KERAS = Registry("to_keras")
+FROM_KERAS = Registry("from_keras")
+KERAS_LOSSES = Registry("keras loss")
+
+
+# -- our layers -> Keras ----------------------------------------------------------------------
+def _model_dtype(layers: list[Layer]) -> str:
+    for layer in layers:
+        if isinstance(layer, Neuron):
+            return np.dtype(layer.dtype).name
+    return "float32"
+
+
+def _shapes(layers: list[Layer], input_shape: tuple[int, ...] | None) -> list[tuple[int, ...]]:
+    """Our per-sample input shape of every layer (building unbuilt layers from ``input_shape``)."""
+    shape = tuple(input_shape) if input_shape is not None else layers[0].input_shape if layers else None
+    if shape is None:
+        raise ValueError("to_keras: the model is not built; pass input_shape=(C, H, W) or run the model on a batch first")
+    shapes = []
+    for i, layer in enumerate(layers):
+        if not layer.built:
+            layer.build(shape)
+        elif layer.input_shape != tuple(shape):
+            raise ValueError(f"{layer_label(i, layer)}: expected input of shape (batch, {', '.join(map(str, layer.input_shape))}), "
+                             f"got (batch, {', '.join(map(str, shape))})")
+        shapes.append(tuple(shape))
+        shape = layer.output_shape
+    return shapes
+
+
+def keras_twins(model: Any, input_shape: tuple[int, ...] | None = None) -> tuple[list[KerasTwin], Layout, tuple[int, ...]]:
+    """One :class:`KerasTwin` per layer, the input layout and our per-sample input shape."""
+    layers = model_layers(model)
+    shapes = _shapes(layers, input_shape)
+    dtype = _model_dtype(layers)
+    layout = start = input_layout(shapes[0]) if shapes else PLAIN
+    twins = []
+    for i, (layer, shape) in enumerate(zip(layers, shapes)):
+        convert = TO_KERAS.lookup(layer, where=f"layer {i} ")
+        twin = convert(layer, KerasContext(layout, shape, dtype, layer_label(i, layer)))
+        twins.append(twin)
+        layout = twin.out_layout
+    return twins, start, (shapes[0] if shapes else ())
+
+
+def to_keras(model: Any, input_shape: tuple[int, ...] | None = None) -> "keras.Sequential":
+    """An equivalent Keras ``Sequential`` (channels-last) holding copies of the model's weights.
+
+    It takes ``(N, H, W, C)`` images where ours takes ``(N, C, H, W)``; weights and the rows of
+    the first ``Dense`` after a ``Flatten`` are rearranged so that it computes the same function.
+    The model must be built (or ``input_shape`` given, per sample, ours: ``(C, H, W)``).
+    """
+    twins, layout, shape = keras_twins(model, input_shape)
+    dtype = _model_dtype(model_layers(model))
+    net = keras.Sequential([keras.Input(shape=layout.twin_shape(shape), dtype=dtype)]
+                           + [k for twin in twins for k in twin.layers])
+    for twin in twins:
+        twin.load()
+    return net
+
+
+def _conv_pads(layer: Convolution, where: str) -> Any:
+    if layer.geometry is not None:
+        return layer.geometry.padding
+    return resolve_padding(layer.padding, (1, 1), layer.kernel_size, layer.stride, layer.dilation, where)
+
+
+def _require_image(ctx: KerasContext, layer: Layer) -> None:
+    if ctx.layout is not IMAGE and ctx.layout.kind != "image":
+        raise ValueError(f"{ctx.where}: expected an image input (batch, C, H, W) on the Keras side, got per-sample shape {ctx.shape}")
+
+
+@TO_KERAS.register(Convolution)
+def _conv_to_keras(layer: Convolution, ctx: KerasContext) -> KerasTwin:
+    _require_image(ctx, layer)
+    if layer.stride != (1, 1) and layer.dilation != (1, 1):
+        raise UnsupportedLayerError(
+            f"to_keras: {ctx.where} {layer!r}: Keras' Conv2D does not support stride > 1 together with dilation > 1"
+        )
+    layers: list[Any] = []
+    if isinstance(layer.padding, str) and layer.padding == "same":
+        padding = "same"  # Keras' own rule, which ours follows (extra pixel at the bottom/right)
+    else:
+        top, bottom, left, right = _conv_pads(layer, ctx.where)
+        if top or bottom or left or right:
+            layers.append(keras.layers.ZeroPadding2D(((top, bottom), (left, right)), dtype=ctx.dtype))
+        padding = "valid"
+    conv = keras.layers.Conv2D(
+        layer.out_channels, layer.kernel_size, strides=layer.stride, padding=padding,
+        dilation_rate=layer.dilation, use_bias=layer.use_bias, dtype=ctx.dtype,
+    )
+    layers.append(conv)
+
+    def load() -> None:
+        weights = [layer.W.transpose(2, 3, 1, 0)] + ([layer.B] if layer.use_bias else [])
+        conv.set_weights([np.asarray(w, dtype=ctx.dtype) for w in weights])
+
+    def read(get):
+        out = {"W": np.ascontiguousarray(get(conv.kernel).transpose(3, 2, 0, 1))}
+        if layer.use_bias:
+            out["B"] = get(conv.bias)
+        return out
+
+    return KerasTwin(layers, IMAGE, read, load)
+
+
+@TO_KERAS.register(Linear)
+def _linear_to_keras(layer: Linear, ctx: KerasContext) -> KerasTwin:
+    if ctx.layout.kind == "image":
+        raise ValueError(f"{ctx.where}: expected input of shape (batch, features), got (batch, {', '.join(map(str, ctx.shape))})")
+    perm = ctx.layout.perm if ctx.layout.kind == "flat" else None
+    dense = keras.layers.Dense(layer.n_out, dtype=ctx.dtype)
+
+    def load() -> None:
+        kernel = layer.W[1:] if perm is None else layer.W[1:][perm]
+        dense.set_weights([np.asarray(kernel, dtype=ctx.dtype), np.asarray(layer.W[0], dtype=ctx.dtype)])
+
+    def read(get):
+        kernel = get(dense.kernel)
+        if perm is not None:
+            kernel = flat(perm).to_ours(kernel.T).T  # rows back to our (C, H, W) order
+        return {"W": np.concatenate([get(dense.bias)[None], kernel])}
+
+    return KerasTwin([dense], PLAIN, read, load)
+
+
+@TO_KERAS.register(Vectorization)
+def _flatten_to_keras(layer: Vectorization, ctx: KerasContext) -> KerasTwin:
+    if ctx.layout.kind == "image":
+        out = flat(chw_to_hwc_perm(*ctx.shape))
+    else:
+        out = ctx.layout if len(ctx.shape) == 1 else PLAIN
+    return KerasTwin([keras.layers.Flatten(dtype=ctx.dtype)], out)
+
+
+def _elementwise(factory: Callable[[Any, KerasContext], Any]) -> Callable[[Any, KerasContext], KerasTwin]:
+    return lambda layer, ctx: KerasTwin([factory(layer, ctx)], ctx.layout)
+
+
+TO_KERAS.register(ReLU)(_elementwise(lambda layer, ctx: keras.layers.ReLU(dtype=ctx.dtype)))
+TO_KERAS.register(LeakyReLU)(_elementwise(lambda layer, ctx: keras.layers.LeakyReLU(negative_slope=layer.alpha, dtype=ctx.dtype)))
+TO_KERAS.register(Sigmoid)(_elementwise(lambda layer, ctx: keras.layers.Activation("sigmoid", dtype=ctx.dtype)))
+TO_KERAS.register(Tanh)(_elementwise(lambda layer, ctx: keras.layers.Activation("tanh", dtype=ctx.dtype)))
+
+
+@TO_KERAS.register(SoftMax)
+def _softmax_to_keras(layer: SoftMax, ctx: KerasContext) -> KerasTwin:
+    # Ours normalises the last axis, W for an image; in (N, H, W, C) that is axis 2. A
+    # permutation of the features (layout "flat") does not change a softmax over all of them.
+    axis = 2 if ctx.layout.kind == "image" else -1
+    return KerasTwin([keras.layers.Softmax(axis=axis, dtype=ctx.dtype)], ctx.layout)
+
+
+# -- Keras -> our layers ----------------------------------------------------------------------
+@dataclass
+class FromKerasContext:
+    layout: Layout  # of the Keras layer's input
+    keras_shape: tuple[int, ...]  # Keras per-sample input shape
+    where: str
+
+
+def from_keras(keras_model: Any, loss: Loss | None = None, optimizer: Any = None) -> Sequential:
+    """Our ``Sequential`` equivalent to a built Keras ``Sequential`` (channels-last).
+
+    Our model takes ``(N, C, H, W)`` where the Keras one takes ``(N, H, W, C)``. Activations given
+    as ``activation=`` of a ``Conv2D`` / ``Dense`` become separate layers.
+    """
+    klayers = [k for k in keras_model.layers if not isinstance(k, keras.layers.InputLayer)]
+    inputs = getattr(keras_model, "inputs", None)
+    if not inputs:
+        raise ValueError("from_keras: the Keras model is not built; give it a keras.Input(shape) first")
+    keras_shape = tuple(int(s) for s in inputs[0].shape[1:])
+    layout = IMAGE if len(keras_shape) == 3 else PLAIN
+    our_shape = (keras_shape[-1], *keras_shape[:-1]) if layout.kind == "image" else keras_shape
+    layers: list[Layer] = []
+    i = 0
+    while i < len(klayers):
+        klayer = klayers[i]
+        convert = FROM_KERAS.lookup(klayer, where=f"layer {i} ")
+        shape = tuple(int(s) for s in klayer.input.shape[1:])
+        new_layers, used, layout = convert(klayers, i, FromKerasContext(layout, shape, f"from_keras: layer {i} ({klayer.name})"))
+        layers.extend(new_layers)
+        i += used
+    return Sequential(layers, loss=loss, optimizer=optimizer, input_shape=our_shape)
+
+
+def _weights(klayer: Any) -> list[np.ndarray]:
+    return [np.array(w) for w in klayer.get_weights()]
+
+
+_ACTIVATIONS: dict[str, Callable[[], Layer]] = {
+    "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": SoftMax, "leaky_relu": lambda: LeakyReLU(alpha=0.2),
+}
+
+
+def _activation(klayer: Any, layout: Layout, where: str) -> list[Layer]:
+    """The layer for a Keras ``activation=`` argument ('linear' -> none)."""
+    name = getattr(getattr(klayer, "activation", None), "__name__", "linear")
+    if name == "linear":
+        return []
+    if name not in _ACTIVATIONS:
+        raise UnsupportedLayerError(f"{where}: activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
+    if name == "softmax" and layout.kind == "image":
+        raise UnsupportedLayerError(f"{where}: a softmax over the channels of an image has no equivalent layer")
+    return [_ACTIVATIONS[name]()]
+
+
+def _check_channels_last(klayer: Any, where: str) -> None:
+    if getattr(klayer, "data_format", "channels_last") != "channels_last":
+        raise UnsupportedLayerError(f"{where}: data_format={klayer.data_format!r} is not supported (only channels_last)")
+
+
+@FROM_KERAS.register(keras.layers.Conv2D)
+def _conv_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extra: tuple[int, int, int, int] | None = None):
+    conv = klayers[i]
+    _check_channels_last(conv, ctx.where)
+    if conv.groups != 1:
+        raise UnsupportedLayerError(f"{ctx.where}: grouped convolution (groups={conv.groups}) is not supported")
+    weights = _weights(conv)
+    W = np.ascontiguousarray(weights[0].transpose(3, 2, 0, 1))
+    B = weights[1] if conv.use_bias else None
+    padding: Any = conv.padding
+    if extra is not None:
+        if padding != "valid":
+            raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D before a Conv2D with padding={padding!r} is not supported")
+        padding = extra
+    layer = Convolution(None, tuple(conv.kernel_size), conv.filters, padding=padding, W=W, B=B, use_bias=conv.use_bias,
+                        stride=tuple(conv.strides), dilation=tuple(conv.dilation_rate), dtype=W.dtype)
+    return [layer, *_activation(conv, IMAGE, ctx.where)], 1, IMAGE
+
+
+@FROM_KERAS.register(keras.layers.ZeroPadding2D)
+def _zeropad_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    pad = klayers[i]
+    _check_channels_last(pad, ctx.where)
+    (top, bottom), (left, right) = pad.padding
+    if i + 1 >= len(klayers) or not isinstance(klayers[i + 1], keras.layers.Conv2D):
+        raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D is supported only right before a Conv2D")
+    layers, used, layout = _conv_from_keras(klayers, i + 1, ctx, extra=(int(top), int(bottom), int(left), int(right)))
+    return layers, used + 1, layout
+
+
+@FROM_KERAS.register(keras.layers.Dense)
+def _dense_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    dense = klayers[i]
+    if len(ctx.keras_shape) != 1:
+        raise UnsupportedLayerError(f"{ctx.where}: Dense on a (batch, {', '.join(map(str, ctx.keras_shape))}) input is not supported; "
+                                    "flatten it first")
+    weights = _weights(dense)
+    kernel = weights[0]
+    if ctx.layout.kind == "flat":
+        kernel = ctx.layout.to_ours(kernel.T).T
+    bias = weights[1] if dense.use_bias else np.zeros(kernel.shape[1], dtype=kernel.dtype)
+    W = np.concatenate([bias[None], kernel])
+    return [Linear(None, dense.units, W=W, dtype=W.dtype), *_activation(dense, PLAIN, ctx.where)], 1, PLAIN
+
+
+@FROM_KERAS.register(keras.layers.Flatten)
+def _flatten_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    _check_channels_last(klayers[i], ctx.where)
+    if ctx.layout.kind == "image":
+        h, w, c = ctx.keras_shape
+        return [Vectorization()], 1, flat(chw_to_hwc_perm(c, h, w))
+    return [Vectorization()], 1, ctx.layout if len(ctx.keras_shape) == 1 else PLAIN
+
+
+@FROM_KERAS.register(keras.layers.ReLU)
+def _relu_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    relu = klayers[i]
+    if relu.max_value is not None or float(relu.threshold) != 0.0:
+        raise UnsupportedLayerError(f"{ctx.where}: ReLU with max_value or threshold is not supported")
+    slope = float(relu.negative_slope)
+    return [LeakyReLU(alpha=slope) if slope else ReLU()], 1, ctx.layout
+
+
+@FROM_KERAS.register(keras.layers.LeakyReLU)
+def _leaky_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    return [LeakyReLU(alpha=float(klayers[i].negative_slope))], 1, ctx.layout
+
+
+@FROM_KERAS.register(keras.layers.Activation)
+def _activation_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    return _activation(klayers[i], ctx.layout, ctx.where), 1, ctx.layout
+
+
+@FROM_KERAS.register(keras.layers.Softmax)
+def _softmax_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    axis = klayers[i].axis
+    ndim = len(ctx.keras_shape) + 1
+    wanted = 2 if ctx.layout.kind == "image" else ndim - 1
+    if not isinstance(axis, int) or axis % ndim != wanted:
+        raise UnsupportedLayerError(f"{ctx.where}: Softmax(axis={axis}) has no equivalent here (ours normalises "
+                                    f"{'the width axis of an image' if ctx.layout.kind == 'image' else 'the last axis'})")
+    return [SoftMax()], 1, ctx.layout
+
+
+# -- losses -----------------------------------------------------------------------------------
+def keras_loss(loss: Loss, dtype: str) -> Callable[[Any, Any], Any]:
+    """A Keras loss object equivalent to ours, called as ``fn(y_true, y_pred)``."""
+    return KERAS_LOSSES.lookup(loss, where="loss ")(loss, dtype)
+
+
+@KERAS_LOSSES.register(SoftMaxLoss)
+def _softmax_loss(loss: SoftMaxLoss, dtype: str):
+    return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=loss.label_smoothing, dtype=dtype)
+
+
+@KERAS_LOSSES.register(MSELoss)
+def _mse_loss(loss: MSELoss, dtype: str):
+    return keras.losses.MeanSquaredError(dtype=dtype)
+
+
+def keras_targets(loss: Loss, y_true: Any, y_pred_shape: tuple[int, ...], out_layout: Layout, dtype: str) -> np.ndarray:
+    """Our targets as the Keras loss wants them: one-hot for classification, Keras layout otherwise."""
+    if isinstance(loss, SoftMaxLoss):
+        return one_hot_targets(y_true, y_pred_shape, np.dtype(dtype), loss.name)
+    y = np.asarray(y_true, dtype=dtype)
+    return out_layout.to_twin(y) if y.ndim == len(y_pred_shape) else y
+
+
+__all__ = ["FROM_KERAS", "IMAGE", "KERAS_LOSSES", "PLAIN", "TO_KERAS", "KerasTwin", "Layout", "float64_arithmetic", "UnsupportedLayerError",
+           "from_keras", "keras_loss", "keras_targets", "keras_twins", "to_keras"]

@@ -1,0 +1,283 @@
+"""Our models <-> ``torch.nn.Sequential``, one converter per layer type.
+
+Layouts: torch and we are both NCHW, and ``Convolution.W`` is torch's ``(O, C, kh, kw)``, so
+only ``Linear`` is transposed: our ``W`` is ``(n_in + 1, n_out)`` with the bias in row 0, torch's
+``weight`` is ``(n_out, n_in)`` and ``bias`` is separate. ``nn.Conv2d`` pads symmetrically only;
+a ``Convolution`` with asymmetric padding (e.g. ``"same"`` with an even kernel) becomes
+``nn.ZeroPad2d`` followed by an unpadded ``nn.Conv2d``, and ``from_torch`` folds that pair back.
+
+Adding a layer: register a function in ``TO_TORCH`` (our layer -> :class:`TorchTwin`) and one in
+``FROM_TORCH`` (torch modules -> our layers). A layer without an entry raises
+:class:`UnsupportedLayerError` naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..interfaces import Layer
+from ..losses import Loss, MSELoss, SoftMaxLoss, one_hot_targets
+from ..model import Sequential
+from ..neurons import Convolution, Linear
+from ..neurons.convolution import resolve_padding
+from ..nodes import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh, Vectorization
+from ._common import Registry, UnsupportedLayerError, layer_label, model_layers
+
+# ``read(get)`` returns the twin's parameters in OUR layouts, keyed by our parameter names;
+# ``get`` turns one torch parameter into an array (its value, or its gradient).
+Reader = Callable[[Callable[[torch.Tensor], np.ndarray]], dict[str, np.ndarray]]
+
+
+def _no_parameters(get: Callable[[torch.Tensor], np.ndarray]) -> dict[str, np.ndarray]:
+    return {}
+
+
+@dataclass
+class TorchTwin:
+    """The torch modules that compute one of our layers, applied in order."""
+
+    modules: list[nn.Module]
+    read: Reader = _no_parameters
+    # Buffers (e.g. batch-norm running statistics) in our layout, same convention as ``read``.
+    read_buffers: Reader = _no_parameters
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+TO_TORCH = Registry("to_torch")
+FROM_TORCH = Registry("from_torch")
+TORCH_LOSSES = Registry("torch loss")
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _assign(param: torch.Tensor, value: np.ndarray) -> None:
+    with torch.no_grad():
+        param.copy_(_tensor(value))
+
+
+# -- our layers -> torch ----------------------------------------------------------------------
+def torch_twins(model: Any) -> list[TorchTwin]:
+    """One :class:`TorchTwin` per layer of ``model``, with our current weights."""
+    twins = []
+    for i, layer in enumerate(model_layers(model)):
+        convert = TO_TORCH.lookup(layer, where=f"layer {i} ")
+        twins.append(convert(layer, layer_label(i, layer)))
+    return twins
+
+
+def to_torch(model: Any) -> nn.Sequential:
+    """An equivalent ``torch.nn.Sequential`` holding copies of the model's weights.
+
+    ``model`` is a ``Sequential``, the seed's ``NeuralNetwork`` or a list of layers. Parameters
+    keep their dtype. Raises :class:`UnsupportedLayerError` for a layer without a converter.
+    """
+    return nn.Sequential(*[m for twin in torch_twins(model) for m in twin.modules])
+
+
+def _needs(layer: Layer, what: Any, where: str) -> None:
+    if what is None:
+        raise ValueError(f"{where}: the layer is not built yet; build the model (model.build(input_shape)) or run it on a batch first")
+
+
+@TO_TORCH.register(Convolution)
+def _conv_to_torch(layer: Convolution, where: str) -> TorchTwin:
+    _needs(layer, layer.W, where)
+    if layer.geometry is not None:
+        pads: Any = layer.geometry.padding
+    elif isinstance(layer.padding, str) and layer.padding == "same":
+        if layer.stride != (1, 1):
+            _needs(layer, None, where)  # "same" with stride > 1 depends on the input size
+        pads = "same"
+    else:
+        pads = resolve_padding(layer.padding, (1, 1), layer.kernel_size, layer.stride, layer.dilation, where)
+    modules: list[nn.Module] = []
+    if pads == "same":
+        padding: Any = "same"
+    elif pads[0] == pads[1] and pads[2] == pads[3]:
+        padding = (pads[0], pads[2])
+    else:
+        top, bottom, left, right = pads
+        modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+        padding = 0
+    out_channels, in_channels = layer.W.shape[:2]
+    conv = nn.Conv2d(
+        in_channels, out_channels, layer.kernel_size, stride=layer.stride, padding=padding,
+        dilation=layer.dilation, bias=layer.use_bias, dtype=torch_dtype(layer.W.dtype),
+    )
+    _assign(conv.weight, layer.W)
+    if layer.use_bias:
+        _assign(conv.bias, layer.B)
+    modules.append(conv)
+
+    def read(get):
+        out = {"W": get(conv.weight)}
+        if layer.use_bias:
+            out["B"] = get(conv.bias)
+        return out
+
+    return TorchTwin(modules, read)
+
+
+@TO_TORCH.register(Linear)
+def _linear_to_torch(layer: Linear, where: str) -> TorchTwin:
+    _needs(layer, layer.W, where)
+    n_in, n_out = layer.W.shape[0] - 1, layer.W.shape[1]
+    linear = nn.Linear(n_in, n_out, dtype=torch_dtype(layer.W.dtype))
+    _assign(linear.weight, layer.W[1:].T)
+    _assign(linear.bias, layer.W[0])
+
+    def read(get):
+        return {"W": np.concatenate([get(linear.bias)[None], get(linear.weight).T])}
+
+    return TorchTwin([linear], read)
+
+
+def _simple(module_factory: Callable[[Any], nn.Module]) -> Callable[[Any, str], TorchTwin]:
+    return lambda layer, where: TorchTwin([module_factory(layer)])
+
+
+TO_TORCH.register(ReLU)(_simple(lambda layer: nn.ReLU()))
+TO_TORCH.register(LeakyReLU)(_simple(lambda layer: nn.LeakyReLU(layer.alpha)))
+TO_TORCH.register(Sigmoid)(_simple(lambda layer: nn.Sigmoid()))
+TO_TORCH.register(Tanh)(_simple(lambda layer: nn.Tanh()))
+TO_TORCH.register(SoftMax)(_simple(lambda layer: nn.Softmax(dim=-1)))
+TO_TORCH.register(Vectorization)(_simple(lambda layer: nn.Flatten()))
+
+
+# -- torch -> our layers ----------------------------------------------------------------------
+def _flat_modules(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, nn.Sequential):
+        return [m for child in module for m in _flat_modules(child)]
+    return [module]
+
+
+def from_torch(
+    module: nn.Module,
+    input_shape: tuple[int, ...] | None = None,
+    loss: Loss | None = None,
+    optimizer: Any = None,
+) -> Sequential:
+    """Our ``Sequential`` equivalent to a torch ``Sequential`` (nested ones are flattened).
+
+    Weights are copied and keep their dtype. ``input_shape`` (per sample, NCHW) builds the model
+    at once; otherwise shapes are inferred from the first batch.
+    """
+    modules = _flat_modules(module)
+    layers: list[Layer] = []
+    i = 0
+    while i < len(modules):
+        convert = FROM_TORCH.lookup(modules[i], where=f"module {i} ")
+        new_layers, used = convert(modules, i)
+        layers.extend(new_layers)
+        i += used
+    return Sequential(layers, loss=loss, optimizer=optimizer, input_shape=input_shape)
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+@FROM_TORCH.register(nn.Conv2d)
+def _conv_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int, int, int, int] | None = None):
+    conv = modules[i]
+    where = f"from_torch: module {i} (Conv2d)"
+    if conv.groups != 1:
+        raise UnsupportedLayerError(f"{where}: grouped convolution (groups={conv.groups}) is not supported")
+    if conv.padding_mode != "zeros":
+        raise UnsupportedLayerError(f"{where}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
+    padding: Any = conv.padding if isinstance(conv.padding, str) else tuple(int(p) for p in conv.padding)
+    if extra_padding is not None:
+        if isinstance(padding, str):
+            if padding != "valid":
+                raise UnsupportedLayerError(f"{where}: ZeroPad2d before a Conv2d with padding={padding!r} is not supported")
+            padding = (0, 0)
+        top, bottom, left, right = extra_padding
+        padding = (top + padding[0], bottom + padding[0], left + padding[1], right + padding[1])
+    W = _array(conv.weight)
+    B = None if conv.bias is None else _array(conv.bias)
+    layer = Convolution(
+        None, tuple(conv.kernel_size), conv.out_channels, padding=padding, W=W, B=B, use_bias=B is not None,
+        stride=tuple(conv.stride), dilation=tuple(conv.dilation), dtype=W.dtype,
+    )
+    return [layer], 1
+
+
+@FROM_TORCH.register(nn.ZeroPad2d)
+def _zeropad_from_torch(modules: list[nn.Module], i: int):
+    left, right, top, bottom = (int(p) for p in modules[i].padding)
+    if i + 1 >= len(modules) or not isinstance(modules[i + 1], nn.Conv2d) or min(left, right, top, bottom) < 0:
+        raise UnsupportedLayerError(
+            f"from_torch: module {i} (ZeroPad2d {modules[i].padding}) is supported only with non-negative padding, right before a Conv2d"
+        )
+    layers, used = _conv_from_torch(modules, i + 1, extra_padding=(top, bottom, left, right))
+    return layers, used + 1
+
+
+@FROM_TORCH.register(nn.Linear)
+def _linear_from_torch(modules: list[nn.Module], i: int):
+    linear = modules[i]
+    weight = _array(linear.weight)
+    bias = np.zeros(weight.shape[0], dtype=weight.dtype) if linear.bias is None else _array(linear.bias)
+    W = np.concatenate([bias[None], weight.T])
+    return [Linear(None, linear.out_features, W=W, dtype=W.dtype)], 1
+
+
+@FROM_TORCH.register(nn.Flatten)
+def _flatten_from_torch(modules: list[nn.Module], i: int):
+    flatten = modules[i]
+    if flatten.start_dim != 1 or flatten.end_dim != -1:
+        raise UnsupportedLayerError(f"from_torch: module {i} (Flatten(start_dim={flatten.start_dim}, end_dim={flatten.end_dim})) "
+                                    "is supported only as Flatten(1, -1)")
+    return [Vectorization()], 1
+
+
+@FROM_TORCH.register(nn.Softmax)
+def _softmax_from_torch(modules: list[nn.Module], i: int):
+    if modules[i].dim != -1:
+        raise UnsupportedLayerError(f"from_torch: module {i} (Softmax(dim={modules[i].dim})) is supported only with dim=-1")
+    return [SoftMax()], 1
+
+
+def _node_from_torch(factory: Callable[[nn.Module], Layer]):
+    return lambda modules, i: ([factory(modules[i])], 1)
+
+
+FROM_TORCH.register(nn.ReLU)(_node_from_torch(lambda m: ReLU()))
+FROM_TORCH.register(nn.LeakyReLU)(_node_from_torch(lambda m: LeakyReLU(alpha=m.negative_slope)))
+FROM_TORCH.register(nn.Sigmoid)(_node_from_torch(lambda m: Sigmoid()))
+FROM_TORCH.register(nn.Tanh)(_node_from_torch(lambda m: Tanh()))
+FROM_TORCH.register(nn.Identity)(lambda modules, i: ([], 1))
+
+
+# -- losses -----------------------------------------------------------------------------------
+def torch_loss(loss: Loss, y_pred: torch.Tensor, y_true: Any) -> torch.Tensor:
+    """The torch value of our ``loss`` on a torch prediction (differentiable)."""
+    return TORCH_LOSSES.lookup(loss, where="loss ")(loss, y_pred, y_true)
+
+
+@TORCH_LOSSES.register(SoftMaxLoss)
+def _softmax_loss(loss: SoftMaxLoss, logits: torch.Tensor, y_true: Any) -> torch.Tensor:
+    np_dtype = torch.empty(0, dtype=logits.dtype).numpy().dtype
+    target = one_hot_targets(y_true, tuple(logits.shape), np_dtype, loss.name)
+    return F.cross_entropy(logits, _tensor(target), label_smoothing=loss.label_smoothing)
+
+
+@TORCH_LOSSES.register(MSELoss)
+def _mse_loss(loss: MSELoss, y_pred: torch.Tensor, y_true: Any) -> torch.Tensor:
+    return F.mse_loss(y_pred, torch.as_tensor(np.asarray(y_true)).to(y_pred.dtype).reshape(y_pred.shape))
+
+
+__all__ = ["FROM_TORCH", "TORCH_LOSSES", "TO_TORCH", "TorchTwin", "UnsupportedLayerError", "from_torch",
+           "to_torch", "torch_dtype", "torch_loss", "torch_twins"]
