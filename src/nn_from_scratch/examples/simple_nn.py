@@ -44,8 +44,11 @@ class NeuralNetwork:
         Shows a progress bar with the running loss; returns the mean loss of the last epoch.
         """
         X, y = np.asarray(X), np.asarray(y)
-        if len(X) != len(y):
-            raise ValueError(f"NeuralNetwork.fit: X has {len(X)} batches but y has {len(y)}")
+        if len(X) > len(y):
+            raise ValueError(f"NeuralNetwork.fit: X has {len(X)} batches but y only has {len(y)}")
+        # The seed paired batches with zip(): the notebook slices the images to 1,000 but keeps
+        # the labels of all 60,000, so batch i of X goes with batch i of y and the rest is unused.
+        y = y[: len(X)]
         epoch_loss = float("nan")
         for epoch in range(1, n_epochs + 1):
             total = 0.0
