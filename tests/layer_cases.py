@@ -17,10 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nn_from_scratch.losses import Loss, MSELoss, SoftMaxLoss
+from nn_from_scratch.losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss
 from nn_from_scratch.interfaces import Layer
-from nn_from_scratch.neurons import Convolution, Linear
-from nn_from_scratch.nodes import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh, Vectorization
+from nn_from_scratch.neurons import BatchNormalization, Convolution, Linear
+from nn_from_scratch.nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid,
+                                   SoftMax, Tanh, Vectorization)
 
 Torch = Any  # torch is imported lazily: this module must load without it
 
@@ -112,6 +113,138 @@ def _leaky(rng):
     return LeakyReLU(alpha=float(rng.uniform(0.01, 0.5)))
 
 
+# -- pooling --------------------------------------------------------------------------------
+def random_pooling_geometry(rng: np.random.Generator) -> tuple[tuple[int, int], Any, Any, tuple[int, int]]:
+    """Pool 1-4 (square or not), stride 1-3 or the default, padding up to half the pool or "same"/"valid".
+
+    Returns ``(pool_size, stride, padding, (h, w))`` with at least one output pixel.
+    """
+    kh, kw = (int(k) for k in rng.integers(1, 5, size=2)) if rng.random() < 0.3 else (int(rng.integers(1, 5)),) * 2
+    stride: Any = None if rng.random() < 0.3 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    choice = rng.random()
+    padding: Any = "same" if choice < 0.15 else "valid" if choice < 0.2 else (int(rng.integers(0, kh // 2 + 1)),
+                                                                              int(rng.integers(0, kw // 2 + 1)))
+    h, w = int(rng.integers(kh, kh + 7)), int(rng.integers(kw, kw + 7))
+    return (kh, kw), stride, padding, (h, w)
+
+
+def random_max_pooling(rng: np.random.Generator, dtype: Any) -> tuple[MaxPooling, np.ndarray]:
+    """Inputs are distinct values at least 1/300 apart, so no window has a (near-)tie that a
+    finite-difference step could flip, even after ``away_from_kinks``."""
+    pool, stride, padding, (h, w) = random_pooling_geometry(rng)
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 4)), h, w)
+    size = int(np.prod(shape))
+    spacing = 4.0 / max(size, 300)
+    x = (rng.permutation(size) - (size - 1) / 2) * spacing
+    return MaxPooling(pool, stride, padding), x.reshape(shape).astype(dtype)
+
+
+def random_average_pooling(rng: np.random.Generator, dtype: Any) -> tuple[AveragePooling, np.ndarray]:
+    pool, stride, padding, (h, w) = random_pooling_geometry(rng)
+    layer = AveragePooling(pool, stride, padding, count_include_pad=bool(rng.random() < 0.6))
+    return layer, rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(1, 4)), h, w)).astype(dtype)
+
+
+def _symmetric_padding(layer) -> tuple[int, int] | None:
+    top, bottom, left, right = layer.geometry.padding
+    return (top, left) if (top, left) == (bottom, right) else None
+
+
+def torch_max_pooling(layer: MaxPooling, x, params):
+    import torch.nn.functional as F
+
+    symmetric = _symmetric_padding(layer)
+    if symmetric is not None:  # torch's own padding argument: the most independent reference
+        return F.max_pool2d(x, layer.pool_size, layer.stride, padding=symmetric)
+    top, bottom, left, right = layer.geometry.padding
+    return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), layer.pool_size, layer.stride)
+
+
+def torch_average_pooling(layer: AveragePooling, x, params):
+    import torch
+    import torch.nn.functional as F
+
+    symmetric = _symmetric_padding(layer)
+    if symmetric is not None:
+        return F.avg_pool2d(x, layer.pool_size, layer.stride, padding=symmetric, count_include_pad=layer.count_include_pad)
+    top, bottom, left, right = layer.geometry.padding
+    pad = (left, right, top, bottom)
+    y = F.avg_pool2d(F.pad(x, pad), layer.pool_size, layer.stride)
+    if not layer.count_include_pad:  # rescale kh*kw to the number of real elements per window
+        inside = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), layer.pool_size, layer.stride)
+        y = y / inside
+    return y
+
+
+def random_global_average_pooling(rng: np.random.Generator, dtype: Any) -> tuple[GlobalAveragePooling, np.ndarray]:
+    spatial = tuple(int(s) for s in rng.integers(1, 6, size=int(rng.integers(1, 3))))
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 5))) + spatial
+    return GlobalAveragePooling(), rng.normal(size=shape).astype(dtype)
+
+
+# -- dropout --------------------------------------------------------------------------------
+class ReplayGenerator:
+    """Stands in for a ``numpy.random.Generator``: every ``random`` call returns the same draws,
+    so a dropout layer's forward is a fixed function of its input (a finite-difference check
+    calls it many times) and the reference can rebuild the mask."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def random(self, size: Any = None, dtype: Any = np.float64) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(size, dtype=dtype)
+
+
+def random_dropout(rng: np.random.Generator, dtype: Any, training: bool = True) -> tuple[Dropout, np.ndarray]:
+    layer = Dropout(float(rng.uniform(0.05, 0.9)))
+    layer.rng = ReplayGenerator(int(rng.integers(1 << 31)))
+    layer.training = training
+    return layer, rng.normal(size=random_shape(rng)).astype(dtype)
+
+
+def torch_dropout(layer: Dropout, x, params):
+    import torch
+
+    if not layer.training:
+        return x
+    keep = layer.rng.random(tuple(x.shape), dtype=np.float32) >= layer.rate
+    return x * (torch.as_tensor(keep, dtype=x.dtype) / (1 - layer.rate))  # torch's own mask scaling
+
+
+# -- batch normalisation ----------------------------------------------------------------------
+def random_batchnorm(rng: np.random.Generator, dtype: Any, spatial: bool, training: bool):
+    """Dense ``(N, F)`` or ``(N, C, L)`` / ``(N, C, H, W)`` input, >= 4 values per channel, random
+    gamma/beta/momentum/eps; in inference mode, random running statistics."""
+    c = int(rng.integers(2, 6))  # several channels: a per-channel sum can cancel, the max over channels rarely
+    if spatial:
+        dims = tuple(int(s) for s in rng.integers(2, 5, size=int(rng.integers(1, 3))))
+        n = max(int(rng.integers(1, 4)), -(-4 // int(np.prod(dims))))
+        shape = (n, c) + dims
+    else:
+        shape = (int(rng.integers(4, 9)), c)
+    layer = BatchNormalization(momentum=[0.1, 0.3, None][int(rng.integers(3))], eps=float(rng.choice([1e-5, 1e-3])),
+                               input_dim=c, dtype=dtype)
+    layer.gamma[...] = rng.normal(size=c)
+    layer.beta[...] = rng.normal(size=c)
+    if not training:
+        layer.running_mean[...] = rng.normal(size=c)
+        layer.running_var[...] = rng.uniform(0.3, 3.0, size=c)
+        layer.training = False
+    x = rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=(1, c) + (1,) * (len(shape) - 2)) + rng.normal(size=(1, c) + (1,) * (len(shape) - 2))
+    return layer, x.astype(dtype)
+
+
+def torch_batchnorm(layer: BatchNormalization, x, params):
+    import torch
+    import torch.nn.functional as F
+
+    if layer.training:
+        return F.batch_norm(x, None, None, params["gamma"], params["beta"], training=True, eps=layer.eps)
+    mean = torch.as_tensor(layer.running_mean, dtype=x.dtype)
+    var = torch.as_tensor(layer.running_var, dtype=x.dtype)
+    return F.batch_norm(x, mean, var, params["gamma"], params["beta"], training=False, eps=layer.eps)
+
+
 LAYER_CASES: list[LayerCase] = [
     LayerCase("Convolution", random_conv, torch_conv),
     LayerCase("Linear", random_linear, torch_linear),
@@ -121,6 +254,16 @@ LAYER_CASES: list[LayerCase] = [
     node_case("Tanh", lambda rng: Tanh(), lambda l, x: x.tanh()),
     node_case("SoftMax", lambda rng: SoftMax(), lambda l, x: x.softmax(dim=-1)),
     node_case("Vectorization", lambda rng: Vectorization(), lambda l, x: x.flatten(1)),
+    LayerCase("MaxPooling", random_max_pooling, torch_max_pooling, smooth=False),
+    LayerCase("AveragePooling", random_average_pooling, torch_average_pooling),
+    LayerCase("GlobalAveragePooling", random_global_average_pooling,
+              lambda l, x, params: x.mean(dim=tuple(range(2, x.ndim)))),
+    LayerCase("Dropout", random_dropout, torch_dropout),
+    LayerCase("Dropout-inference", lambda rng, dtype: random_dropout(rng, dtype, training=False), torch_dropout),
+    LayerCase("BatchNormalization-dense", lambda rng, dtype: random_batchnorm(rng, dtype, False, True), torch_batchnorm),
+    LayerCase("BatchNormalization-spatial", lambda rng, dtype: random_batchnorm(rng, dtype, True, True), torch_batchnorm),
+    LayerCase("BatchNormalization-inference", lambda rng, dtype: random_batchnorm(rng, dtype, bool(rng.random() < 0.5), False),
+              torch_batchnorm),
 ]
 
 
@@ -152,7 +295,29 @@ def torch_mse(loss: MSELoss, y_pred, y_true):
     return torch.nn.functional.mse_loss(y_pred, torch.as_tensor(y_true, dtype=y_pred.dtype))
 
 
+def random_binary_cross_entropy(rng: np.random.Generator, dtype: Any):
+    """Logits up to about +-10; hard 0/1 or soft targets; sometimes ``(N, 1)`` logits with ``(N,)`` labels."""
+    if rng.random() < 0.3:
+        n = int(rng.integers(1, 17))
+        logits = (rng.normal(size=(n, 1)) * 4).astype(dtype)
+        return BinaryCrossEntropy(), logits, rng.integers(0, 2, size=n).astype(dtype)
+    shape = random_shape(rng)
+    logits = (rng.normal(size=shape) * 4).astype(dtype)
+    targets = rng.integers(0, 2, size=shape) if rng.random() < 0.5 else rng.random(shape)
+    return BinaryCrossEntropy(), logits, targets.astype(dtype)
+
+
+def torch_binary_cross_entropy(loss: BinaryCrossEntropy, y_pred, y_true):
+    import torch
+
+    # Evaluated in float64: torch's float32 kernel computes log(1 + e) where log1p is needed and
+    # loses ~1e-5 relative for confident logits (e.g. z = -4, t = 0); ours uses log1p.
+    target = torch.as_tensor(np.asarray(y_true), dtype=torch.float64).reshape(y_pred.shape)
+    return torch.nn.functional.binary_cross_entropy_with_logits(y_pred.double(), target).to(y_pred.dtype)
+
+
 LOSS_CASES: list[LossCase] = [
     LossCase("SoftMaxLoss", random_softmax_loss, torch_softmax_loss),
     LossCase("MSELoss", random_mse, torch_mse),
+    LossCase("BinaryCrossEntropy", random_binary_cross_entropy, torch_binary_cross_entropy),
 ]

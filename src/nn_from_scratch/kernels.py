@@ -175,3 +175,106 @@ def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         strides=(sn, sc, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw),
         writeable=False,
     )
+
+
+# -- pooling --------------------------------------------------------------------------------
+# The pooling kernels loop over the kh * kw window taps only; each iteration is one strided
+# operation over the whole batch and all channels. Tap ``t`` is window element ``(t // kw, t % kw)``.
+
+
+def pad2d_constant(x: np.ndarray, padding: Padding4, value: float) -> np.ndarray:
+    """Pad the last two axes of ``x`` by ``(top, bottom, left, right)`` with ``value`` (e.g. ``-inf``)."""
+    pt, pb, pl, pr = padding
+    if not (pt or pb or pl or pr):
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
+    out[:, :, pt : pt + h, pl : pl + w] = x
+    return out
+
+
+def _tap_slices(p: int, q: int, oh: int, ow: int, geom: ConvGeometry) -> tuple[slice, slice]:
+    """Where tap ``(p, q)`` of every window lies in the padded input: ``(rows, columns)``."""
+    sh, sw = geom.stride
+    dh, dw = geom.dilation
+    return slice(p * dh, p * dh + sh * (oh - 1) + 1, sh), slice(q * dw, q * dw + sw * (ow - 1) + 1, sw)
+
+
+def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``y[n, c, i, j] = max`` of the window at ``(i, j)``, the input padded with ``-inf``.
+
+    Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
+    Ties go to the *first* maximal tap in row-major window order, and a NaN in a window wins
+    (the last NaN, when there are several) -- both as in PyTorch's CPU ``max_pool2d``.
+    """
+    xp = pad2d_constant(x, geom.padding, -np.inf)
+    windows = pool_windows(xp, geom)
+    y = windows[..., 0, 0].copy()
+    taps = geom.kh * geom.kw
+    argmax = np.zeros(y.shape, dtype=np.uint8 if taps <= 256 else np.int32)
+    has_nan = bool(np.isnan(x).any())
+    for t in range(1, taps):
+        tap = windows[..., t // geom.kw, t % geom.kw]
+        better = tap > y
+        if has_nan:
+            better |= np.isnan(tap)
+        np.copyto(y, tap, where=better)
+        np.copyto(argmax, t, where=better, casting="unsafe")
+    return y, argmax
+
+
+def max_pool2d_backward(
+    dy: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry
+) -> np.ndarray:
+    """Adjoint of :func:`max_pool2d_forward`: each ``dy`` goes to its window's maximum; overlaps add up."""
+    n, c, h, w = x_shape
+    pt, pb, pl, pr = geom.padding
+    oh, ow = dy.shape[2:]
+    dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dy.dtype)
+    zero = dy.dtype.type(0)
+    for t in range(geom.kh * geom.kw):
+        rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
+        dxp[:, :, rows, columns] += np.where(argmax == t, dy, zero)
+    return dxp[:, :, pt : pt + h, pl : pl + w]
+
+
+def avg_pool2d_divisor(h: int, w: int, geom: ConvGeometry, count_include_pad: bool, dtype: np.dtype) -> np.ndarray:
+    """Number of elements each window's sum is divided by, shape ``(OH, OW)`` (broadcasts over N, C).
+
+    ``count_include_pad=True``: always ``kh * kw`` (torch's default). ``False``: only the
+    elements of the window that lie inside the unpadded input (Keras' ``"same"`` pooling).
+    """
+    oh, ow = geom.output_hw(h, w)
+    if count_include_pad:
+        return np.full((oh, ow), geom.kh * geom.kw, dtype=dtype)
+    return _window_sums(pad2d(np.ones((1, 1, h, w), dtype=dtype), geom.padding), geom)[0, 0]
+
+
+def _window_sums(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    windows = pool_windows(xp, geom)
+    total = windows[..., 0, 0].copy()
+    for t in range(1, geom.kh * geom.kw):
+        total += windows[..., t // geom.kw, t % geom.kw]
+    return total
+
+
+def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -> np.ndarray:
+    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``."""
+    y = _window_sums(pad2d(x, geom.padding), geom)
+    y /= divisor
+    return y
+
+
+def avg_pool2d_backward(
+    dy: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, divisor: np.ndarray
+) -> np.ndarray:
+    """Adjoint of :func:`avg_pool2d_forward`: every window element gets ``dy / divisor``; overlaps add up."""
+    n, c, h, w = x_shape
+    pt, pb, pl, pr = geom.padding
+    oh, ow = dy.shape[2:]
+    share = dy / divisor
+    dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=share.dtype)
+    for t in range(geom.kh * geom.kw):
+        rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
+        dxp[:, :, rows, columns] += share
+    return dxp[:, :, pt : pt + h, pl : pl + w]

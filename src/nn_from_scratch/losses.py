@@ -107,3 +107,36 @@ class MSELoss(Loss):
 
     def backward(self) -> np.ndarray:
         return 2 * self._diff / self._diff.size
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on logits, fused with the sigmoid, mean over all elements.
+
+    As ``torch.nn.functional.binary_cross_entropy_with_logits`` (reduction ``"mean"``): with
+    ``z`` the logits and ``t`` in ``[0, 1]`` the targets (hard or soft), ``s = sigmoid(z)``::
+
+        L     = mean(-t log s - (1 - t) log(1 - s)) = mean(softplus(z) - t z)
+        dL/dz = (s - t) / z.size
+
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` never overflows and keeps full precision
+    for large ``|z|``. Targets have the shape of ``z``; for ``z`` of shape ``(N, 1)``, labels
+    of shape ``(N,)`` are accepted too.
+    """
+
+    def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
+        z = self._check_pred(y_pred)
+        t = np.asarray(y_true, dtype=z.dtype)
+        if t.shape != z.shape:
+            if z.ndim == 2 and z.shape[1] == 1 and t.shape == z.shape[:1]:
+                t = t.reshape(z.shape)
+            else:
+                raise ValueError(f"{self.name}: expected targets of shape {z.shape}, got {t.shape}")
+        exp_neg_abs = np.exp(-np.abs(z))
+        losses = np.maximum(z, 0) - t * z + np.log1p(exp_neg_abs)
+        # sigmoid from the same exp: 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0.
+        self._sigmoid = np.where(z >= 0, 1, exp_neg_abs) / (1 + exp_neg_abs)
+        self._target = t
+        return np.mean(losses)
+
+    def backward(self) -> np.ndarray:
+        return (self._sigmoid - self._target) / self._target.size

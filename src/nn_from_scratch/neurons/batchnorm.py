@@ -1,0 +1,199 @@
+"""Batch normalisation (Ioffe & Szegedy), with PyTorch's semantics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..interfaces import Neuron, Shape
+
+
+class BatchNormalization(Neuron):
+    """Normalise each channel over the batch, then scale and shift it.
+
+    Axis 1 is the channel axis: per feature for dense input ``(N, F)``, per channel for
+    ``(N, C, H, W)`` (and ``(N, C, L)``), as ``torch.nn.BatchNorm1d`` / ``BatchNorm2d``.
+    Statistics run over every other axis; ``m`` is the number of values per channel
+    (``N`` or ``N*H*W``). Parameters ``gamma`` (scale, init 1) and ``beta`` (shift, init 0),
+    shape ``(C,)``. Training mode (``self.training``)::
+
+        mu  = mean(x),   var = mean((x - mu)^2)                (biased, per channel)
+        x^  = (x - mu) / sqrt(var + eps),    y = gamma * x^ + beta
+        running_mean <- (1 - f) * running_mean + f * mu
+        running_var  <- (1 - f) * running_var  + f * var * m / (m - 1)     (unbiased, as torch)
+
+    with ``f = momentum``, or ``f = 1 / num_batches_tracked`` (a plain cumulative average) when
+    ``momentum`` is None -- torch's convention, in which ``momentum`` weighs the *new* batch.
+    Inference mode uses ``running_mean`` / ``running_var`` in place of ``mu`` / ``var``.
+
+    Backward, training (``sum`` over the batch and spatial axes, per channel)::
+
+        dL/dbeta  = sum(dy),    dL/dgamma = sum(dy * x^)
+        dL/dx     = gamma / (m * sqrt(var + eps)) * (m * dy - dL/dbeta - x^ * dL/dgamma)
+
+    and in inference mode ``dL/dx = dy * gamma / sqrt(running_var + eps)``.
+
+    ``running_mean`` (init 0), ``running_var`` (init 1) and ``num_batches_tracked`` (0-d int64)
+    are :meth:`buffers`, updated in place. ``input_dim`` is the number of channels or the
+    per-sample shape (no batch size), or ``None`` to infer it from the first input.
+    Training needs more than one value per channel (as in torch).
+    """
+
+    parameter_names = ("gamma", "beta")
+
+    def __init__(
+        self,
+        momentum: float | None = 0.1,
+        eps: float = 1e-5,
+        input_dim: Any = None,
+        gamma: np.ndarray | None = None,
+        beta: np.ndarray | None = None,
+        *,
+        dtype: Any = np.float32,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name, dtype)
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{self.name}: momentum must be in [0, 1] or None, got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"{self.name}: eps must be positive, got {eps}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.eps = float(eps)
+        self.num_features: int | None = None
+        self.gamma: np.ndarray | None = None
+        self.beta: np.ndarray | None = None
+        self._gamma_pd: np.ndarray | None = None
+        self._beta_pd: np.ndarray | None = None
+        self.running_mean: np.ndarray | None = None
+        self.running_var: np.ndarray | None = None
+        self.num_batches_tracked = np.zeros((), dtype=np.int64)
+        self._cache: tuple | None = None
+
+        shape = None
+        if isinstance(input_dim, (int, np.integer)):
+            self.num_features = int(input_dim)
+        elif input_dim is not None:
+            shape = tuple(int(s) for s in input_dim)
+            self.num_features = shape[0]
+        for what, value in (("gamma", gamma), ("beta", beta)):
+            if value is None:
+                continue
+            value = np.array(value, dtype=self.dtype)
+            if value.ndim != 1 or (self.num_features is not None and value.shape[0] != self.num_features):
+                expected = f"({self.num_features},)" if self.num_features is not None else "(channels,)"
+                raise ValueError(f"{self.name}: expected {what} of shape {expected}, got {value.shape}")
+            self.num_features = value.shape[0]
+            setattr(self, what, value)
+            self.user_weights = True
+        if self.num_features is not None:
+            self._create_parameters()
+        if shape is not None:
+            self.build(shape)
+
+    # -- parameters -----------------------------------------------------------------------
+    def _create_parameters(self) -> None:
+        c = self.num_features
+        if self.gamma is None:
+            self.gamma = np.ones(c, dtype=self.dtype)
+        if self.beta is None:
+            self.beta = np.zeros(c, dtype=self.dtype)
+        if self.running_mean is None:
+            self.running_mean = np.zeros(c, dtype=self.dtype)
+            self.running_var = np.ones(c, dtype=self.dtype)
+        self.zero_grad()
+
+    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
+        """``gamma = 1``, ``beta = 0`` and fresh running statistics, in place (no random draw)."""
+        self.gamma[...] = 1.0
+        self.beta[...] = 0.0
+        self.reset_running_stats()
+
+    def reset_running_stats(self) -> None:
+        self.running_mean[...] = 0.0
+        self.running_var[...] = 1.0
+        self.num_batches_tracked[...] = 0
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        if self.running_mean is None:
+            return {}
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": self.num_batches_tracked,
+        }
+
+    # -- shapes ---------------------------------------------------------------------------
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) < 1:
+            raise ValueError(f"{self.name}: expected input of shape (batch, features) or (batch, channels, H, W), got (batch,)")
+        if self.num_features is not None and input_shape[0] != self.num_features:
+            raise ValueError(
+                f"{self.name}: expected input of shape (batch, {self.num_features}, ...), "
+                f"got (batch, {', '.join(map(str, input_shape))})"
+            )
+        return input_shape
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape)
+        self.num_features = self.input_shape[0]
+        self._create_parameters()
+
+    # -- passes ---------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.cast_input(self.check_input(x))
+        axes = (0,) + tuple(range(2, x.ndim))
+        channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector over x
+        if self.training:
+            m = x.size // self.num_features
+            if m < 2:
+                raise ValueError(
+                    f"{self.name}: training needs more than one value per channel, got input of shape {x.shape}"
+                )
+            mean = x.mean(axis=axes)
+            centred = x - mean.reshape(channel)
+            sq_sum = (centred * centred).sum(axis=axes)
+            var = sq_sum / m
+            self._update_running_stats(mean, sq_sum / (m - 1))
+            inv_std = 1.0 / np.sqrt(var + self.eps)
+            x_hat = centred * inv_std.reshape(channel)
+        else:
+            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            x_hat = (x - self.running_mean.reshape(channel)) * inv_std.reshape(channel)
+        self._cache = (x_hat, inv_std, self.training)
+        return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
+
+    def _update_running_stats(self, mean: np.ndarray, unbiased_var: np.ndarray) -> None:
+        self.num_batches_tracked += 1
+        f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # Written as torch writes it: f * new + (1 - f) * old.
+        self.running_mean[...] = f * mean + (1.0 - f) * self.running_mean
+        self.running_var[...] = f * unbiased_var + (1.0 - f) * self.running_var
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        x_hat, inv_std, training = self._cache
+        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
+        if dL_dy.shape != x_hat.shape:
+            raise ValueError(f"{self.name}: expected dL_dy of shape {x_hat.shape}, got {dL_dy.shape}")
+        axes = (0,) + tuple(range(2, x_hat.ndim))
+        channel = (1, -1) + (1,) * (x_hat.ndim - 2)
+        self._beta_pd = dL_dy.sum(axis=axes)
+        self._gamma_pd = (dL_dy * x_hat).sum(axis=axes)
+        scale = self.gamma * inv_std
+        if not training:
+            return dL_dy * scale.reshape(channel)
+        m = dL_dy.size // self.num_features
+        dx = m * dL_dy
+        dx -= self._beta_pd.reshape(channel)
+        dx -= x_hat * self._gamma_pd.reshape(channel)
+        dx *= (scale / m).reshape(channel)
+        return dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "momentum": self.momentum,
+            "eps": self.eps,
+            "input_dim": list(self.input_shape) if self.input_shape is not None else self.num_features,
+            "dtype": self.dtype.name,
+            "name": self.name,
+        }

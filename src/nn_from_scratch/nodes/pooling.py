@@ -1,0 +1,202 @@
+"""2-D pooling: max, average and global average, on NCHW batches.
+
+The window arithmetic lives in :mod:`nn_from_scratch.kernels` (``max_pool2d_*``,
+``avg_pool2d_*``); these classes only resolve the geometry and check shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import kernels
+from ..interfaces import Node, Shape
+from ..neurons.convolution import resolve_padding
+
+
+def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+class _Pooling2D(Node):
+    """Shared geometry of :class:`MaxPooling` and :class:`AveragePooling`.
+
+    Shapes: ``x`` (N, C, H, W) -> ``y`` (N, C, OH, OW) with
+    ``OH = floor((H + pad_top + pad_bottom - kh) / stride_h) + 1`` (torch's ``ceil_mode=False``).
+
+    ``padding`` is an int, a pair ``(ph, pw)``, ``(top, bottom, left, right)``, ``"valid"``
+    (no padding) or ``"same"`` (Keras/TensorFlow: ``OH = ceil(H / stride)``, the odd pixel of
+    the padding at the bottom/right). Numeric padding must be at most half the pool size on
+    each side, as torch requires, so every window holds at least one input element.
+    """
+
+    def __init__(self, pool_size: Any, stride: Any = None, padding: Any = 0, name: str | None = None) -> None:
+        super().__init__(name)
+        self.pool_size = _pair(pool_size, "pool_size", self.name)
+        self.stride = self.pool_size if stride is None else _pair(stride, "stride", self.name)
+        self.padding = padding
+        self._check_padding(resolve_padding(padding, (1, 1), self.pool_size, self.stride, (1, 1), self.name))
+        self.geometry: kernels.ConvGeometry | None = None
+        self._x_shape: tuple[int, ...] | None = None
+
+    def _check_padding(self, pads: kernels.Padding4) -> None:
+        if isinstance(self.padding, str):
+            return
+        kh, kw = self.pool_size
+        if max(pads[:2]) * 2 > kh or max(pads[2:]) * 2 > kw:
+            raise ValueError(
+                f"{self.name}: padding must be at most half the pool size {self.pool_size} on each side, got {self.padding!r}"
+            )
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{self.name}: expected input of shape (batch, channels, height, width), "
+                f"got (batch, {', '.join(map(str, input_shape))})"
+            )
+        c, h, w = input_shape
+        geom = self._geometry((h, w))
+        oh, ow = geom.output_hw(h, w)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self.name}: input of shape (batch, {c}, {h}, {w}) is smaller than the pool {self.pool_size} "
+                f"(padding {self.padding!r})"
+            )
+        return (c, oh, ow)
+
+    def _geometry(self, hw: tuple[int, int]) -> kernels.ConvGeometry:
+        pads = resolve_padding(self.padding, hw, self.pool_size, self.stride, (1, 1), self.name)
+        return kernels.ConvGeometry(*self.pool_size, self.stride, (1, 1), pads)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape)
+        self.geometry = self._geometry(self.input_shape[1:])
+
+    def _check_dy(self, dL_dy: np.ndarray) -> np.ndarray:
+        dL_dy = np.asarray(dL_dy)
+        expected = (self._x_shape[0],) + self.output_shape
+        if dL_dy.shape != expected:
+            raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
+        return dL_dy
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "pool_size": list(self.pool_size),
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, (str, int)) else list(self.padding),
+            "name": self.name,
+        }
+
+
+class MaxPooling(_Pooling2D):
+    """Max pooling: ``y[n, c, i, j] = max_{p, q} xp[n, c, i*sh + p, j*sw + q]``.
+
+    ``xp`` is ``x`` padded with ``-inf`` (so padding never wins), as ``torch.nn.functional.max_pool2d``.
+    ``stride`` defaults to ``pool_size``. See :class:`_Pooling2D` for shapes and padding.
+
+    Backward sends each ``dL/dy[n, c, i, j]`` to the position of its window's maximum (the
+    sub-gradient); with overlapping windows the contributions add up. Ties go to the first
+    maximal element in row-major window order, which is PyTorch's CPU choice too.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _as_float(self.check_input(x))
+        self._x_shape = x.shape
+        y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
+        return y
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        return kernels.max_pool2d_backward(self._check_dy(dL_dy), self._argmax, self._x_shape, self.geometry)
+
+
+class AveragePooling(_Pooling2D):
+    """Average pooling: ``y[n, c, i, j] = (1 / d[i, j]) sum_{p, q} xp[n, c, i*sh + p, j*sw + q]``.
+
+    ``xp`` is ``x`` zero-padded. With ``count_include_pad=True`` (the default, as
+    ``torch.nn.functional.avg_pool2d``) the divisor ``d`` is always ``kh * kw``, padding
+    included. With ``False`` it counts only the window's elements inside ``x`` (Keras'
+    ``AveragePooling2D(padding="same")`` does this). ``stride`` defaults to ``pool_size``.
+
+    Backward: every element of window ``(i, j)`` receives ``dL/dy[n, c, i, j] / d[i, j]``;
+    overlapping windows add up.
+    """
+
+    def __init__(
+        self,
+        pool_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        count_include_pad: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(pool_size, stride, padding, name)
+        self.count_include_pad = bool(count_include_pad)
+        self._divisors: dict[np.dtype, np.ndarray] = {}
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape, rng)
+        self._divisors = {}
+
+    def _divisor(self, dtype: np.dtype) -> np.ndarray:
+        if dtype not in self._divisors:
+            h, w = self.input_shape[1:]
+            self._divisors[dtype] = kernels.avg_pool2d_divisor(h, w, self.geometry, self.count_include_pad, dtype)
+        return self._divisors[dtype]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _as_float(self.check_input(x))
+        self._x_shape = x.shape
+        self._dtype = x.dtype
+        return kernels.avg_pool2d_forward(x, self.geometry, self._divisor(x.dtype))
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        dL_dy = self._check_dy(dL_dy).astype(self._dtype, copy=False)
+        return kernels.avg_pool2d_backward(dL_dy, self._x_shape, self.geometry, self._divisor(self._dtype))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+
+class GlobalAveragePooling(Node):
+    """Mean over all spatial positions: ``(N, C, H, W) -> (N, C)``, ``y[n, c] = mean_{h, w} x[n, c, h, w]``.
+
+    Any number of spatial axes works (``(N, C, L)`` too). Backward spreads ``dL/dy[n, c]``
+    evenly: ``dL/dx[n, c, h, w] = dL/dy[n, c] / (H * W)``.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self._x_shape: tuple[int, ...] | None = None
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) < 2:
+            raise ValueError(
+                f"{self.name}: expected input of shape (batch, channels, height, width), "
+                f"got (batch, {', '.join(map(str, input_shape))})"
+            )
+        return (input_shape[0],)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _as_float(self.check_input(x))
+        self._x_shape = x.shape
+        return x.mean(axis=tuple(range(2, x.ndim)))
+
+    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+        dL_dy = np.asarray(dL_dy)
+        n, c = self._x_shape[:2]
+        if dL_dy.shape != (n, c):
+            raise ValueError(f"{self.name}: expected dL_dy of shape {(n, c)}, got {dL_dy.shape}")
+        spatial = int(np.prod(self._x_shape[2:]))
+        share = dL_dy / spatial
+        return np.broadcast_to(share.reshape(share.shape + (1,) * (len(self._x_shape) - 2)), self._x_shape).copy()
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
