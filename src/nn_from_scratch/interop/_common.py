@@ -69,6 +69,23 @@ def model_loss(model: Any) -> Loss | None:
     return model_loss(inner) if inner is not None else None
 
 
+# Layers whose training-mode output is random, by class name (looked up in ``nodes``/``neurons``
+# so this table can name layers that a version of the library does not have).
+STOCHASTIC_LAYER_NAMES: tuple[str, ...] = ("Dropout",)
+
+
+def _stochastic_layers() -> list[type]:
+    from .. import neurons, nodes
+
+    return [getattr(m, n) for n in STOCHASTIC_LAYER_NAMES for m in (nodes, neurons) if hasattr(m, n)]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STOCHASTIC_LAYERS":
+        return _stochastic_layers()
+    raise AttributeError(name)
+
+
 def layer_label(index: int, layer: Any) -> str:
     name = getattr(layer, "name", None) or type(layer).__name__
     return f"layer {index} ({name})"

@@ -279,5 +279,45 @@ def _mse_loss(loss: MSELoss, y_pred: torch.Tensor, y_true: Any) -> torch.Tensor:
     return F.mse_loss(y_pred, torch.as_tensor(np.asarray(y_true)).to(y_pred.dtype).reshape(y_pred.shape))
 
 
-__all__ = ["FROM_TORCH", "TORCH_LOSSES", "TO_TORCH", "TorchTwin", "UnsupportedLayerError", "from_torch",
-           "to_torch", "torch_dtype", "torch_loss", "torch_twins"]
+
+
+# -- optimizers -------------------------------------------------------------------------------
+TORCH_OPTIMIZERS = Registry("torch optimizer")
+
+
+def torch_optimizer(optimizer: Any, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer with the same update rule and settings as ours.
+
+    ``clip_norm`` is not part of it: apply ``torch.nn.utils.clip_grad_norm_`` before ``step``.
+    """
+    return TORCH_OPTIMIZERS.lookup(optimizer, where="optimizer ")(optimizer, params)
+
+
+def _register_optimizers() -> None:
+    from .. import optimizers as ours
+
+    def sgd(opt, params):
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, dampening=0.0, nesterov=opt.nesterov,
+                               weight_decay=opt.weight_decay)
+
+    def adam(opt, params):
+        return torch.optim.Adam(params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.weight_decay)
+
+    def adamw(opt, params):
+        return torch.optim.AdamW(params, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.weight_decay)
+
+    def rmsprop(opt, params):
+        return torch.optim.RMSprop(params, lr=opt.lr, alpha=opt.alpha, eps=opt.eps, weight_decay=opt.weight_decay,
+                                   momentum=opt.momentum, centered=opt.centered)
+
+    table = {"GradientDescent": sgd, "Adam": adam, "AdamW": adamw, "RMSProp": rmsprop}
+    for name, fn in table.items():
+        if hasattr(ours, name):  # an optimizer this version of the library does not have is skipped
+            TORCH_OPTIMIZERS.register(getattr(ours, name))(fn)
+
+
+_register_optimizers()
+
+
+__all__ = ["FROM_TORCH", "TORCH_LOSSES", "TORCH_OPTIMIZERS", "TO_TORCH", "TorchTwin", "UnsupportedLayerError", "from_torch",
+           "to_torch", "torch_dtype", "torch_loss", "torch_optimizer", "torch_twins"]

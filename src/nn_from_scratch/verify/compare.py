@@ -1,0 +1,416 @@
+"""``compare``: one forward and backward pass of our model and of its PyTorch or Keras twin,
+compared layer by layer.
+
+The twin is built by :mod:`nn_from_scratch.interop` from the model's current weights, cast to
+the requested dtype. Both sides see the same batch and the same loss. Per layer the report
+gives the error of the layer's output, of ``dL/dx`` (the gradient w.r.t. the layer's input)
+and of every parameter gradient, as
+
+    max_abs = max |ours - reference|        max_rel = max_abs / max |reference|
+
+(relative to the largest reference value, so that entries near zero do not blow it up).
+
+Default tolerances on ``max_rel`` (``DEFAULT_TOLERANCES``):
+
+* float64 -- ``1e-10``. Unit roundoff is 1.1e-16; a sum of ``K`` terms computed in two
+  different orders differs by about ``sqrt(K)`` to ``K`` ulps, so for the ``K`` <= 1e4-1e5
+  reductions of a small CNN, even chained over a few layers, honest differences stay below
+  ~1e-12. Any real bug (an index off by one, a flipped kernel, a missing term) is O(1e-3..1).
+* float32 -- ``1e-5``. Unit roundoff is 6e-8; the same argument gives a few 1e-7 typically and
+  ~1e-6 for the longest reductions (a conv weight gradient sums over batch x pixels), still an
+  order of magnitude under the tolerance, while any bug is far above it.
+
+Where a bug shows: a wrong *forward* corrupts the outputs of its layer and of every later one;
+a wrong *backward* corrupts ``dL/dx`` of its layer and every gradient of the layers before it
+(backprop runs in reverse). So ``first_divergence`` is the first layer, in forward order,
+whose output fails; if all outputs agree, the loss row if it fails, else the *last* layer whose
+``dL/dx`` or a parameter gradient fails -- the first failure in backward order. Either way it
+is the layer where the error enters, not a later victim.
+
+Kinks: with float32 a ReLU input within rounding of 0 may fall on different sides in the two
+frameworks, which changes one gradient entry by O(1). It is rare (an expected count around
+1e-2 for the seed CNN) but it is not a bug; float64 makes it vanishingly rare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..interfaces import Layer, Neuron
+from ..interop._common import layer_label, model_layers, model_loss
+from ..losses import Loss
+
+DEFAULT_TOLERANCES: dict[np.dtype, float] = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+
+def default_tolerance(dtype: Any) -> float:
+    dtype = np.dtype(dtype)
+    if dtype not in DEFAULT_TOLERANCES:
+        raise ValueError(f"compare: dtype must be float32 or float64, got {dtype}")
+    return DEFAULT_TOLERANCES[dtype]
+
+
+@dataclass(frozen=True)
+class ErrorStat:
+    """``max |ours - ref|`` and that divided by ``max |ref|`` (0 when both are all zeros)."""
+
+    max_abs: float
+    max_rel: float
+
+    @classmethod
+    def of(cls, ours: np.ndarray, ref: np.ndarray) -> "ErrorStat":
+        ours = np.asarray(ours, dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64).reshape(ours.shape)
+        if ours.size == 0:
+            return cls(0.0, 0.0)
+        if not (np.all(np.isfinite(ours)) and np.all(np.isfinite(ref))):
+            same = np.array_equal(ours, ref, equal_nan=True)
+            return cls(0.0 if same else float("inf"), 0.0 if same else float("inf"))
+        max_abs = float(np.max(np.abs(ours - ref)))
+        scale = float(np.max(np.abs(ref)))
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        return cls(max_abs, max_rel)
+
+    def ok(self, tol: float) -> bool:
+        return self.max_rel <= tol
+
+
+@dataclass
+class LayerComparison:
+    """One row of the report: one layer (or the loss, ``index == len(layers)``)."""
+
+    index: int
+    name: str
+    layer: Any
+    output: ErrorStat
+    input_grad: ErrorStat | None
+    param_grads: dict[str, ErrorStat] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.index} {self.name}"
+
+    def forward_ok(self, tol: float) -> bool:
+        return self.output.ok(tol)
+
+    def backward_ok(self, tol: float) -> bool:
+        grads = ([self.input_grad] if self.input_grad is not None else []) + list(self.param_grads.values())
+        return all(g.ok(tol) for g in grads)
+
+    @property
+    def max_rel(self) -> float:
+        stats = [self.output, *([self.input_grad] if self.input_grad else []), *self.param_grads.values()]
+        return max(s.max_rel for s in stats)
+
+    def __repr__(self) -> str:
+        return f"LayerComparison({self.label}, max_rel={self.max_rel:.3g})"
+
+
+@dataclass
+class ComparisonReport:
+    """What :func:`compare` found. ``str(report)`` is a table; ``report.ok`` the verdict."""
+
+    reference: str
+    dtype: np.dtype
+    tol: float
+    rows: list[LayerComparison]
+    loss_ours: float
+    loss_reference: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first_divergence(self) -> LayerComparison | None:
+        """Where the error enters (see the module docstring), or ``None``."""
+        for row in self.rows:
+            if not row.forward_ok(self.tol):
+                return row
+        for row in reversed(self.rows):
+            if not row.backward_ok(self.tol):
+                return row
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergence is None
+
+    @property
+    def max_rel_error(self) -> float:
+        """The largest relative error anywhere in the report."""
+        return max((row.max_rel for row in self.rows), default=0.0)
+
+    def __str__(self) -> str:
+        def cell(stat: ErrorStat | None) -> str:
+            if stat is None:
+                return "-"
+            mark = " !" if not stat.ok(self.tol) else ""
+            return f"{stat.max_rel:.2e}{mark}"
+
+        head = ["#", "layer", "output", "dL/dx", "parameter grads"]
+        body = []
+        for row in self.rows:
+            params = ", ".join(f"{k} {cell(v)}" for k, v in row.param_grads.items()) or "-"
+            body.append([str(row.index), row.name, cell(row.output), cell(row.input_grad), params])
+        widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [
+            f"compare vs {self.reference}, {self.dtype.name}: max relative error per tensor "
+            f"(max|ours - ref| / max|ref|), tolerance {self.tol:g}",
+            fmt.format(*head),
+            fmt.format(*("-" * w for w in widths)),
+            *(fmt.format(*r).rstrip() for r in body),
+            f"loss: ours {self.loss_ours:.10g}, {self.reference} {self.loss_reference:.10g}",
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        div = self.first_divergence
+        if div is None:
+            lines.append(f"OK: every tensor agrees within {self.tol:g} (largest relative error {self.max_rel_error:.2e})")
+        else:
+            where = "output" if not div.forward_ok(self.tol) else "backward pass"
+            lines.append(f"DIVERGES: first divergence at {div.label} ({where}); '!' marks errors above {self.tol:g}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+# -- running our model in another dtype without changing it ---------------------------------
+@contextlib.contextmanager
+def as_dtype(layers: Sequence[Layer], dtype: Any) -> Iterator[None]:
+    """Run ``layers`` in ``dtype`` inside the block; restore weights, buffers, grads and modes after.
+
+    Parameters, gradients and floating buffers are replaced by cast copies (the originals are
+    untouched, and put back, so optimizer state keyed by the arrays stays valid).
+    """
+    dtype = np.dtype(dtype)
+    saved = []
+    for layer in layers:
+        state: dict[str, Any] = {"training": layer.training}
+        if isinstance(layer, Neuron):
+            state["dtype"] = layer.dtype
+            names = list(layer.parameters()) + [f"_{k}_pd" for k in layer.parameters()] + [
+                k for k, v in layer.buffers().items() if np.asarray(v).dtype.kind == "f"
+            ]
+            state["attrs"] = {k: getattr(layer, k, None) for k in names}
+            layer.dtype = dtype
+            for k, p in layer.parameters().items():
+                setattr(layer, k, np.array(p, dtype=dtype))
+            layer.zero_grad()
+            for k, v in layer.buffers().items():
+                if np.asarray(v).dtype.kind == "f" and hasattr(layer, k):
+                    setattr(layer, k, np.array(v, dtype=dtype))
+            for k, v in layer.buffers().items():
+                if np.asarray(v).dtype.kind != "f" and hasattr(layer, k):
+                    state.setdefault("int_buffers", {})[k] = np.array(v, copy=True)
+        saved.append(state)
+    try:
+        yield
+    finally:
+        for layer, state in zip(layers, saved):
+            layer.training = state["training"]
+            if "dtype" in state:
+                layer.dtype = state["dtype"]
+                for k, v in state["attrs"].items():
+                    setattr(layer, k, v)
+                for k, v in state.get("int_buffers", {}).items():
+                    getattr(layer, k)[...] = v
+
+
+def _stochastic(layer: Layer) -> bool:
+    """Layers whose training-mode output is random (dropout): compared in inference mode."""
+    from ..interop._common import STOCHASTIC_LAYERS
+
+    return isinstance(layer, tuple(STOCHASTIC_LAYERS)) and getattr(layer, "rate", 1.0) != 0.0
+
+
+@dataclass
+class _Pass:
+    """One side's forward and backward: per-layer outputs, input grads and parameter grads."""
+
+    outputs: list[np.ndarray]
+    input_grads: list[np.ndarray]
+    param_grads: list[dict[str, np.ndarray]]
+    loss: float
+    loss_grad: np.ndarray
+
+
+def _our_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
+    h = x
+    outputs = []
+    for layer, mode in zip(layers, modes):
+        layer.training = mode
+        h = layer.forward(h)
+        outputs.append(np.array(h, copy=True))
+    value = float(loss.forward(h, y))
+    g = np.asarray(loss.backward())
+    loss_grad = np.array(g, copy=True)
+    input_grads: list[np.ndarray] = [None] * len(layers)  # type: ignore[list-item]
+    for i in reversed(range(len(layers))):
+        g = layers[i].backward(g)
+        input_grads[i] = np.array(g, copy=True)
+    param_grads = [{k: np.array(v, copy=True) for k, v in layer.gradients().items()} for layer in layers]
+    return _Pass(outputs, input_grads, param_grads, value, loss_grad)
+
+
+def _torch_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
+    import torch
+
+    from ..interop.torch import torch_loss, torch_twins
+
+    twins = torch_twins(layers)
+    x_t = torch.from_numpy(np.array(x, copy=True)).requires_grad_(True)
+    h = x_t
+    inputs, outputs = [], []
+    for twin, mode in zip(twins, modes):
+        inputs.append(h)
+        for module in twin.modules:
+            module.train(mode)
+            h = module(h)
+        if h.requires_grad:
+            h.retain_grad()
+        outputs.append(h)
+    value = torch_loss(loss, h, y)
+    value.backward()
+
+    def grad(t: Any) -> np.ndarray:
+        return np.zeros(tuple(t.shape), dtype=_np_dtype(t)) if t.grad is None else t.grad.detach().numpy().copy()
+
+    return _Pass(
+        outputs=[o.detach().numpy().copy() for o in outputs],
+        input_grads=[grad(t) for t in inputs],
+        param_grads=[twin.read(grad) for twin in twins],
+        loss=float(value.detach()),
+        loss_grad=grad(h),
+    )
+
+
+def _np_dtype(t: Any) -> np.dtype:
+    import torch
+
+    return torch.empty(0, dtype=t.dtype).numpy().dtype
+
+
+def _keras_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
+    from ..interop import keras as kinterop
+
+    keras = kinterop.keras
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(
+            f"compare(reference='keras') runs Keras on its torch backend; this Keras uses {keras.backend.backend()!r}. "
+            "Set KERAS_BACKEND=torch before keras is first imported."
+        )
+    import torch
+
+    twins, layout, _ = kinterop.keras_twins(layers, tuple(x.shape[1:]))
+    dtype = np.dtype(x.dtype).name
+    # Build the layers (Keras creates weights on first call) and load our weights.
+    kinterop.keras.Sequential([keras.Input(shape=layout.twin_shape(tuple(x.shape[1:])), dtype=dtype)]
+                              + [k for twin in twins for k in twin.layers])
+    for twin in twins:
+        twin.load()
+
+    with kinterop.float64_arithmetic():
+        x_t = torch.from_numpy(layout.to_twin(np.array(x, copy=True))).requires_grad_(True)
+        h = x_t
+        inputs, in_layouts, outputs = [], [], []
+        for twin, mode in zip(twins, modes):
+            inputs.append(h)
+            in_layouts.append(layout)
+            for klayer in twin.layers:
+                h = klayer(h, training=mode)
+            if h.requires_grad:
+                h.retain_grad()
+            outputs.append(h)
+            layout = twin.out_layout
+        target = kinterop.keras_targets(loss, y, tuple(h.shape), layout, dtype)
+        value = kinterop.keras_loss(loss, dtype)(torch.from_numpy(np.array(target, copy=True)), h)
+        value.backward()
+
+    def tensor_grad(t: Any) -> np.ndarray:
+        return np.zeros(tuple(t.shape), dtype=x.dtype) if t.grad is None else t.grad.detach().numpy().copy()
+
+    def variable_grad(v: Any) -> np.ndarray:
+        return tensor_grad(v.value)
+
+    return _Pass(
+        outputs=[lay.to_ours(o.detach().numpy().copy()) for lay, o in zip([t.out_layout for t in twins], outputs)],
+        input_grads=[lay.to_ours(tensor_grad(t)) for lay, t in zip(in_layouts, inputs)],
+        param_grads=[twin.read(variable_grad) for twin in twins],
+        loss=float(value.detach()),
+        loss_grad=layout.to_ours(tensor_grad(h)),
+    )
+
+
+_REFERENCES = {"torch": _torch_pass, "keras": _keras_pass}
+
+
+def compare(
+    model: Any,
+    x: Any,
+    y: Any,
+    reference: str = "torch",
+    dtype: Any = np.float64,
+    tol: float | None = None,
+    *,
+    loss: Loss | None = None,
+    training: bool = True,
+) -> ComparisonReport:
+    """Compare one forward and backward pass of ``model`` with its torch or Keras twin.
+
+    ``model``: a ``Sequential``, the seed's ``NeuralNetwork`` or a list of layers (then give
+    ``loss=``). ``x``: a batch in our layout (NCHW); ``y``: targets for the model's loss.
+    ``dtype``: float64 or float32, for both sides (the model is cast for the comparison and
+    left as it was). ``tol``: relative tolerance, default :data:`DEFAULT_TOLERANCES` (see the
+    module docstring). ``training``: the mode of both passes (batch statistics for batch norm);
+    dropout is always compared in inference mode, since the two sides cannot draw the same mask.
+
+    Returns a :class:`ComparisonReport`: ``rows`` (one per layer, then the loss),
+    ``first_divergence``, ``ok``, ``max_rel_error`` and a table as ``str(report)``.
+    """
+    if reference not in _REFERENCES:
+        raise ValueError(f"compare: reference must be one of {sorted(_REFERENCES)}, got {reference!r}")
+    dtype = np.dtype(dtype)
+    tol = default_tolerance(dtype) if tol is None else float(tol)
+    layers = model_layers(model)
+    loss = loss if loss is not None else model_loss(model)
+    if loss is None:
+        raise ValueError("compare: the model has no loss; pass loss=... (e.g. SoftMaxLoss())")
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"compare: x must be numeric, got dtype {x.dtype}")
+    x = x.astype(dtype)
+
+    notes = []
+    modes = []
+    for i, layer in enumerate(layers):
+        random_layer = training and _stochastic(layer)
+        if random_layer:
+            notes.append(f"{layer_label(i, layer)} compared in inference mode (its random mask cannot be shared)")
+        modes.append(training and not random_layer)
+
+    with as_dtype(layers, dtype):
+        ours = _our_pass(layers, loss, x, y, modes)
+        # Our first layer may add a channel axis ((N, H, W) -> (N, 1, H, W)); the twin takes the built shape.
+        x_twin = x.reshape((len(x),) + tuple(layers[0].input_shape)) if layers else x
+        ref = _REFERENCES[reference](layers, loss, x_twin, y, modes)
+
+    rows = []
+    for i, layer in enumerate(layers):
+        params = {k: ErrorStat.of(v, ref.param_grads[i][k]) for k, v in ours.param_grads[i].items()}
+        rows.append(LayerComparison(
+            i, getattr(layer, "name", type(layer).__name__), layer,
+            output=ErrorStat.of(ours.outputs[i], ref.outputs[i]),
+            input_grad=ErrorStat.of(ours.input_grads[i], ref.input_grads[i]),
+            param_grads=params,
+        ))
+    rows.append(LayerComparison(
+        len(layers), f"loss {loss.name}", loss,
+        output=ErrorStat.of(np.float64(ours.loss), np.float64(ref.loss)),
+        input_grad=ErrorStat.of(ours.loss_grad, ref.loss_grad),
+    ))
+    return ComparisonReport(reference, dtype, tol, rows, ours.loss, ref.loss, notes)
+
+
+__all__ = ["ComparisonReport", "DEFAULT_TOLERANCES", "ErrorStat", "LayerComparison", "as_dtype", "compare", "default_tolerance"]
