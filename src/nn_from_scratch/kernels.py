@@ -204,22 +204,23 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     """``y[n, c, i, j] = max`` of the window at ``(i, j)``, the input padded with ``-inf``.
 
     Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
-    Ties go to the *first* maximal tap in row-major window order, and a NaN in a window wins
-    (the last NaN, when there are several) -- both as in PyTorch's CPU ``max_pool2d``.
+    Ties go to the *first* maximal tap in row-major window order, as in PyTorch's CPU
+    ``max_pool2d``. A NaN in a window makes its output NaN (as in torch); its ``argmax`` then
+    points at the largest non-NaN element before it.
     """
     xp = pad2d_constant(x, geom.padding, -np.inf)
     windows = pool_windows(xp, geom)
     y = windows[..., 0, 0].copy()
     taps = geom.kh * geom.kw
     argmax = np.zeros(y.shape, dtype=np.uint8 if taps <= 256 else np.int32)
-    has_nan = bool(np.isnan(x).any())
+    better = np.empty(y.shape, dtype=bool)
     for t in range(1, taps):
         tap = windows[..., t // geom.kw, t % geom.kw]
-        better = tap > y
-        if has_nan:
-            better |= np.isnan(tap)
-        np.copyto(y, tap, where=better)
-        np.copyto(argmax, t, where=better, casting="unsafe")
+        np.greater(tap, y, out=better)
+        np.maximum(y, tap, out=y)
+        # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
+        all_ones = -better.astype(argmax.dtype)
+        argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
     return y, argmax
 
 
@@ -231,10 +232,20 @@ def max_pool2d_backward(
     pt, pb, pl, pr = geom.padding
     oh, ow = dy.shape[2:]
     dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dy.dtype)
-    zero = dy.dtype.type(0)
+    overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
+    # dy * [argmax == t] is ~10x faster than np.where, but inf * 0 would be NaN: only when finite.
+    finite = bool(np.isfinite(dy).all())
+    share = np.empty_like(dy)
     for t in range(geom.kh * geom.kw):
         rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
-        dxp[:, :, rows, columns] += np.where(argmax == t, dy, zero)
+        if finite:
+            np.multiply(dy, argmax == t, out=share)
+        else:
+            share = np.where(argmax == t, dy, dy.dtype.type(0))
+        if overlapping:
+            dxp[:, :, rows, columns] += share
+        else:  # each input pixel is in one window at most
+            dxp[:, :, rows, columns] = share
     return dxp[:, :, pt : pt + h, pl : pl + w]
 
 
