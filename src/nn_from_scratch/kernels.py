@@ -285,7 +285,11 @@ def avg_pool2d_backward(
     oh, ow = dy.shape[2:]
     share = dy / divisor
     dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=share.dtype)
+    overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
     for t in range(geom.kh * geom.kw):
         rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
-        dxp[:, :, rows, columns] += share
+        if overlapping:
+            dxp[:, :, rows, columns] += share
+        else:  # each input pixel is in one window at most
+            dxp[:, :, rows, columns] = share
     return dxp[:, :, pt : pt + h, pl : pl + w]
