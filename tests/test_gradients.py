@@ -79,6 +79,21 @@ def test_parameters_are_left_bit_for_bit():
         np.testing.assert_array_equal(p, before[name])
 
 
+def test_buffers_and_training_flags_are_restored():
+    from nn_from_scratch.neurons import BatchNormalization
+
+    rng = np.random.default_rng(5)
+    layer = BatchNormalization(input_dim=3, dtype=np.float64)
+    layer.forward(rng.normal(size=(6, 3)))  # running statistics away from their initial values
+    layer.training = False
+    before = {name: b.copy() for name, b in layer.buffers().items()}
+    # In training mode every forward would update the running statistics.
+    assert gradcheck(layer, rng.normal(size=(6, 3)), training=True, **TIGHT)
+    assert layer.training is False
+    for name, b in layer.buffers().items():
+        np.testing.assert_array_equal(b, before[name], err_msg=name)
+
+
 def test_input_array_is_not_modified():
     x = np.random.default_rng(1).normal(size=(2, 5))
     copy = x.copy()
