@@ -67,6 +67,21 @@ def test_model_with_loss_matches_finite_differences(seed):
     assert gradcheck(model, x, labels, SoftMaxLoss(), **TIGHT)
 
 
+def test_models_own_loss_is_used_when_only_targets_are_given():
+    from nn_from_scratch.examples.simple_nn import NeuralNetwork
+    from nn_from_scratch.optimizers import GradientDescent
+
+    rng = np.random.default_rng(7)
+    x, labels = rng.normal(size=(4, 2, 9, 8)), rng.integers(0, 4, size=4)
+    model = small_cnn(rng)
+    model.loss = SoftMaxLoss()
+    assert gradcheck(model, x, labels, **TIGHT)
+    net = NeuralNetwork(None, 4, 4, GradientDescent(0.1), model.layers, MSELoss())
+    assert gradcheck(net, x, rng.normal(size=(4, 4)), **TIGHT)
+    with pytest.raises(ValueError, match="no loss"):
+        gradcheck(model.layers, x, labels)
+
+
 # -- gradcheck itself ------------------------------------------------------------------------
 def test_parameters_are_left_bit_for_bit():
     rng = np.random.default_rng(0)
