@@ -31,11 +31,13 @@ if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") 
 import keras  # noqa: E402
 
 from ..interfaces import Layer, Neuron  # noqa: E402
-from ..losses import Loss, MSELoss, SoftMaxLoss, one_hot_targets  # noqa: E402
+from .. import kernels  # noqa: E402
+from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets  # noqa: E402
 from ..model import Sequential  # noqa: E402
-from ..neurons import Convolution, Linear  # noqa: E402
+from ..neurons import BatchNormalization, Convolution, Linear  # noqa: E402
 from ..neurons.convolution import resolve_padding  # noqa: E402
-from ..nodes import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh, Vectorization  # noqa: E402
+from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid,  # noqa: E402
+                     SoftMax, Tanh, Vectorization)
 from ._common import Registry, UnsupportedLayerError, layer_label, model_layers  # noqa: E402
 
 
@@ -293,6 +295,83 @@ def _softmax_to_keras(layer: SoftMax, ctx: KerasContext) -> KerasTwin:
     return KerasTwin([keras.layers.Softmax(axis=axis, dtype=ctx.dtype)], ctx.layout)
 
 
+def _keras_same_pads(layer: Any, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The padding Keras' ``padding="same"`` gives this pooling layer on a (C, H, W) input."""
+    (kh, kw), (sh, sw) = layer.pool_size, layer.stride
+    return kernels.same_padding(shape[1], kh, sh, 1) + kernels.same_padding(shape[2], kw, sw, 1)
+
+
+@TO_KERAS.register(MaxPooling)
+def _max_pool_to_keras(layer: MaxPooling, ctx: KerasContext) -> KerasTwin:
+    _require_image(ctx, layer)
+    pads = layer.geometry.padding
+    if pads == (0, 0, 0, 0):
+        padding = "valid"
+    elif pads == _keras_same_pads(layer, ctx.shape):
+        padding = "same"  # Keras pads a max pool so that padding never wins, as we do
+    else:
+        raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: Keras' MaxPooling2D pads only as 'valid' or 'same', "
+                                    f"not {pads} (top, bottom, left, right)")
+    return KerasTwin([keras.layers.MaxPooling2D(layer.pool_size, layer.stride, padding=padding, dtype=ctx.dtype)], IMAGE)
+
+
+@TO_KERAS.register(AveragePooling)
+def _avg_pool_to_keras(layer: AveragePooling, ctx: KerasContext) -> KerasTwin:
+    _require_image(ctx, layer)
+    pads = layer.geometry.padding
+    pool = lambda padding: keras.layers.AveragePooling2D(layer.pool_size, layer.stride, padding=padding, dtype=ctx.dtype)  # noqa: E731
+    if pads == (0, 0, 0, 0):
+        return KerasTwin([pool("valid")], IMAGE)
+    if layer.count_include_pad:  # zeros that count: pad explicitly, then average every window
+        top, bottom, left, right = pads
+        return KerasTwin([keras.layers.ZeroPadding2D(((top, bottom), (left, right)), dtype=ctx.dtype), pool("valid")], IMAGE)
+    if pads == _keras_same_pads(layer, ctx.shape):
+        return KerasTwin([pool("same")], IMAGE)  # Keras' "same" divides by the elements inside the input
+    raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: Keras' AveragePooling2D excludes padding only as 'same', "
+                                f"not {pads} (top, bottom, left, right)")
+
+
+@TO_KERAS.register(GlobalAveragePooling)
+def _global_avg_to_keras(layer: GlobalAveragePooling, ctx: KerasContext) -> KerasTwin:
+    if ctx.layout.kind == "image":
+        return KerasTwin([keras.layers.GlobalAveragePooling2D(dtype=ctx.dtype)], PLAIN)
+    if len(ctx.shape) == 2:  # (C, L), the same on both sides: average the last axis
+        return KerasTwin([keras.layers.GlobalAveragePooling1D(data_format="channels_first", dtype=ctx.dtype)], PLAIN)
+    raise UnsupportedLayerError(f"to_keras: {ctx.where}: GlobalAveragePooling on per-sample shape {ctx.shape} is not supported")
+
+
+TO_KERAS.register(Dropout)(_elementwise(lambda layer, ctx: keras.layers.Dropout(layer.rate, dtype=ctx.dtype)))
+
+
+@TO_KERAS.register(BatchNormalization)
+def _batchnorm_to_keras(layer: BatchNormalization, ctx: KerasContext) -> KerasTwin:
+    if layer.momentum is None:
+        raise UnsupportedLayerError(f"to_keras: {ctx.where}: momentum=None (a cumulative average) has no Keras equivalent")
+    axis = -1 if ctx.layout.kind in ("image", "flat") or len(ctx.shape) == 1 else 1
+    # Keras' momentum weighs the old running value, torch's (and ours) the new batch. Keras
+    # updates the running variance with the biased batch variance, torch with the unbiased one:
+    # outputs and gradients agree, running statistics after training drift apart slightly.
+    bn = keras.layers.BatchNormalization(axis=axis, momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=ctx.dtype)
+    vector = ctx.layout if ctx.layout.kind == "flat" else PLAIN  # per-feature vectors follow the feature order
+
+    def to_twin(v: np.ndarray) -> np.ndarray:
+        return vector.to_twin(np.asarray(v, dtype=ctx.dtype)[None])[0]
+
+    def to_ours(v: np.ndarray) -> np.ndarray:
+        return vector.to_ours(np.asarray(v)[None])[0]
+
+    def load() -> None:
+        bn.set_weights([to_twin(layer.gamma), to_twin(layer.beta), to_twin(layer.running_mean), to_twin(layer.running_var)])
+
+    def read(get):
+        return {"gamma": to_ours(get(bn.gamma)), "beta": to_ours(get(bn.beta))}
+
+    def read_buffers(get):
+        return {"running_mean": to_ours(get(bn.moving_mean)), "running_var": to_ours(get(bn.moving_variance))}
+
+    return KerasTwin([bn], ctx.layout, read, load, read_buffers)
+
+
 # -- Keras -> our layers ----------------------------------------------------------------------
 @dataclass
 class FromKerasContext:
@@ -376,9 +455,12 @@ def _zeropad_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     pad = klayers[i]
     _check_channels_last(pad, ctx.where)
     (top, bottom), (left, right) = pad.padding
-    if i + 1 >= len(klayers) or not isinstance(klayers[i + 1], keras.layers.Conv2D):
-        raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D is supported only right before a Conv2D")
-    layers, used, layout = _conv_from_keras(klayers, i + 1, ctx, extra=(int(top), int(bottom), int(left), int(right)))
+    following = {keras.layers.Conv2D: _conv_from_keras, keras.layers.AveragePooling2D: _avg_pool_from_keras}
+    target = klayers[i + 1] if i + 1 < len(klayers) else None
+    convert = next((fn for cls, fn in following.items() if isinstance(target, cls)), None)
+    if convert is None:
+        raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D is supported only right before a Conv2D or an AveragePooling2D")
+    layers, used, layout = convert(klayers, i + 1, ctx, extra=(int(top), int(bottom), int(left), int(right)))
     return layers, used + 1, layout
 
 
@@ -436,6 +518,60 @@ def _softmax_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     return [SoftMax()], 1, ctx.layout
 
 
+def _pool_args(pool: Any, ctx: FromKerasContext) -> tuple[tuple[int, int], tuple[int, int], str]:
+    _check_channels_last(pool, ctx.where)
+    strides = pool.strides if pool.strides is not None else pool.pool_size
+    return tuple(pool.pool_size), tuple(strides), pool.padding
+
+
+@FROM_KERAS.register(keras.layers.MaxPooling2D)
+def _max_pool_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    pool, stride, padding = _pool_args(klayers[i], ctx)
+    return [MaxPooling(pool, stride, padding)], 1, IMAGE
+
+
+@FROM_KERAS.register(keras.layers.AveragePooling2D)
+def _avg_pool_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extra: tuple[int, int, int, int] | None = None):
+    pool, stride, padding = _pool_args(klayers[i], ctx)
+    if extra is not None:
+        if padding != "valid":
+            raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D before an AveragePooling2D with padding={padding!r} is not supported")
+        return [AveragePooling(pool, stride, extra, count_include_pad=True)], 1, IMAGE
+    # Keras' "same" averages only the elements inside the input.
+    return [AveragePooling(pool, stride, padding, count_include_pad=False)], 1, IMAGE
+
+
+@FROM_KERAS.register(keras.layers.GlobalAveragePooling2D)
+def _global_avg_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    pool = klayers[i]
+    _check_channels_last(pool, ctx.where)
+    if pool.keepdims:
+        raise UnsupportedLayerError(f"{ctx.where}: GlobalAveragePooling2D(keepdims=True) is not supported")
+    return [GlobalAveragePooling()], 1, PLAIN
+
+
+FROM_KERAS.register(keras.layers.Dropout)(lambda klayers, i, ctx: ([Dropout(float(klayers[i].rate))], 1, ctx.layout))
+
+
+@FROM_KERAS.register(keras.layers.BatchNormalization)
+def _batchnorm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    bn = klayers[i]
+    ndim = len(ctx.keras_shape) + 1
+    channel_axis = ndim - 1 if ctx.layout.kind in ("image", "flat") or ndim == 2 else 1
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    if axis is None or axis % ndim != channel_axis:
+        raise UnsupportedLayerError(f"{ctx.where}: BatchNormalization(axis={bn.axis}) is supported only over the channel axis")
+    if not (bn.center and bn.scale):
+        raise UnsupportedLayerError(f"{ctx.where}: BatchNormalization needs center=True and scale=True")
+    vector = ctx.layout if ctx.layout.kind == "flat" else PLAIN
+    gamma, beta, mean, var = (vector.to_ours(w[None])[0] for w in _weights(bn))
+    layer = BatchNormalization(momentum=1.0 - float(bn.momentum), eps=float(bn.epsilon), input_dim=gamma.shape[0],
+                               gamma=gamma, beta=beta, dtype=gamma.dtype)
+    layer.running_mean[...] = mean
+    layer.running_var[...] = var
+    return [layer], 1, ctx.layout
+
+
 # -- losses -----------------------------------------------------------------------------------
 def keras_loss(loss: Loss, dtype: str) -> Callable[[Any, Any], Any]:
     """A Keras loss object equivalent to ours, called as ``fn(y_true, y_pred)``."""
@@ -445,6 +581,11 @@ def keras_loss(loss: Loss, dtype: str) -> Callable[[Any, Any], Any]:
 @KERAS_LOSSES.register(SoftMaxLoss)
 def _softmax_loss(loss: SoftMaxLoss, dtype: str):
     return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=loss.label_smoothing, dtype=dtype)
+
+
+@KERAS_LOSSES.register(BinaryCrossEntropy)
+def _bce_loss(loss: BinaryCrossEntropy, dtype: str):
+    return keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
 
 
 @KERAS_LOSSES.register(MSELoss)
@@ -457,6 +598,8 @@ def keras_targets(loss: Loss, y_true: Any, y_pred_shape: tuple[int, ...], out_la
     if isinstance(loss, SoftMaxLoss):
         return one_hot_targets(y_true, y_pred_shape, np.dtype(dtype), loss.name)
     y = np.asarray(y_true, dtype=dtype)
+    if isinstance(loss, BinaryCrossEntropy) and y.size == int(np.prod(y_pred_shape)) and y.ndim != len(y_pred_shape):
+        y = y.reshape(y_pred_shape)  # labels (N,) for logits (N, 1)
     return out_layout.to_twin(y) if y.ndim == len(y_pred_shape) else y
 
 

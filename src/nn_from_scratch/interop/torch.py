@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..interfaces import Layer
-from ..losses import Loss, MSELoss, SoftMaxLoss, one_hot_targets
+from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets
 from ..model import Sequential
-from ..neurons import Convolution, Linear
+from ..neurons import BatchNormalization, Convolution, Linear
 from ..neurons.convolution import resolve_padding
-from ..nodes import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh, Vectorization
+from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid, SoftMax, Tanh,
+                     Vectorization)
 from ._common import Registry, UnsupportedLayerError, layer_label, model_layers
 
 # ``read(get)`` returns the twin's parameters in OUR layouts, keyed by our parameter names;
@@ -156,6 +157,94 @@ TO_TORCH.register(SoftMax)(_simple(lambda layer: nn.Softmax(dim=-1)))
 TO_TORCH.register(Vectorization)(_simple(lambda layer: nn.Flatten()))
 
 
+def _pool_pads(layer: Any, where: str) -> tuple[int, int, int, int]:
+    if layer.geometry is not None:
+        return layer.geometry.padding
+    if isinstance(layer.padding, str) and layer.padding == "same":
+        _needs(layer, None, where)  # "same" depends on the input size
+    return resolve_padding(layer.padding, (1, 1), layer.pool_size, layer.stride, (1, 1), where)
+
+
+@TO_TORCH.register(MaxPooling)
+def _max_pool_to_torch(layer: MaxPooling, where: str) -> TorchTwin:
+    top, bottom, left, right = _pool_pads(layer, where)
+    if (top, left) == (bottom, right):
+        return TorchTwin([nn.MaxPool2d(layer.pool_size, layer.stride, padding=(top, left))])
+    # -inf padding never wins a max, which is what MaxPool2d's own padding means.
+    return TorchTwin([nn.ConstantPad2d((left, right, top, bottom), float("-inf")), nn.MaxPool2d(layer.pool_size, layer.stride)])
+
+
+class AvgPool2dExcludingPadding(nn.Module):
+    """Average pooling over an asymmetrically zero-padded input, each window divided by the
+    number of its elements inside the input (``count_include_pad=False``), which
+    ``nn.AvgPool2d`` cannot do with asymmetric padding."""
+
+    def __init__(self, kernel_size: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = tuple(kernel_size), tuple(stride), tuple(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = self.padding
+        pad = (left, right, top, bottom)
+        total = F.avg_pool2d(F.pad(x, pad), self.kernel_size, self.stride, divisor_override=1)
+        count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), self.kernel_size, self.stride, divisor_override=1)
+        return total / count
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+@TO_TORCH.register(AveragePooling)
+def _avg_pool_to_torch(layer: AveragePooling, where: str) -> TorchTwin:
+    top, bottom, left, right = _pool_pads(layer, where)
+    if (top, left) == (bottom, right):
+        return TorchTwin([nn.AvgPool2d(layer.pool_size, layer.stride, padding=(top, left), count_include_pad=layer.count_include_pad)])
+    if layer.count_include_pad:
+        return TorchTwin([nn.ZeroPad2d((left, right, top, bottom)), nn.AvgPool2d(layer.pool_size, layer.stride)])
+    return TorchTwin([AvgPool2dExcludingPadding(layer.pool_size, layer.stride, (top, bottom, left, right))])
+
+
+@TO_TORCH.register(GlobalAveragePooling)
+def _global_avg_to_torch(layer: GlobalAveragePooling, where: str) -> TorchTwin:
+    spatial = 2 if layer.input_shape is None else len(layer.input_shape) - 1
+    pools = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+    if spatial not in pools:
+        raise UnsupportedLayerError(f"to_torch: {where}: GlobalAveragePooling over {spatial} spatial axes has no torch module")
+    return TorchTwin([pools[spatial](1), nn.Flatten()])
+
+
+TO_TORCH.register(Dropout)(lambda layer, where: TorchTwin([nn.Dropout(layer.rate)]))
+
+
+@TO_TORCH.register(BatchNormalization)
+def _batchnorm_to_torch(layer: BatchNormalization, where: str) -> TorchTwin:
+    _needs(layer, layer.gamma, where)
+    ndim = None if layer.input_shape is None else len(layer.input_shape)
+    if ndim == 3:
+        cls: Any = nn.BatchNorm2d
+    elif ndim in (1, 2):
+        cls = nn.BatchNorm1d
+    elif ndim == 4:
+        cls = nn.BatchNorm3d
+    else:
+        raise ValueError(f"{where}: the layer is not built yet (BatchNorm1d or 2d depends on the input rank); build the model first")
+    bn = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, dtype=torch_dtype(layer.gamma.dtype))
+    _assign(bn.weight, layer.gamma)
+    _assign(bn.bias, layer.beta)
+    _assign(bn.running_mean, layer.running_mean)
+    _assign(bn.running_var, layer.running_var)
+    _assign(bn.num_batches_tracked, np.asarray(layer.num_batches_tracked, dtype=np.int64))
+
+    def read(get):
+        return {"gamma": get(bn.weight), "beta": get(bn.bias)}
+
+    def read_buffers(get):
+        return {"running_mean": get(bn.running_mean), "running_var": get(bn.running_var),
+                "num_batches_tracked": get(bn.num_batches_tracked)}
+
+    return TorchTwin([bn], read, read_buffers)
+
+
 # -- torch -> our layers ----------------------------------------------------------------------
 def _flat_modules(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential):
@@ -217,11 +306,15 @@ def _conv_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int,
 @FROM_TORCH.register(nn.ZeroPad2d)
 def _zeropad_from_torch(modules: list[nn.Module], i: int):
     left, right, top, bottom = (int(p) for p in modules[i].padding)
-    if i + 1 >= len(modules) or not isinstance(modules[i + 1], nn.Conv2d) or min(left, right, top, bottom) < 0:
+    following = {nn.Conv2d: _conv_from_torch, nn.AvgPool2d: _avg_pool_from_torch}
+    target = modules[i + 1] if i + 1 < len(modules) else None
+    convert = next((fn for cls, fn in following.items() if isinstance(target, cls)), None)
+    if convert is None or min(left, right, top, bottom) < 0:
         raise UnsupportedLayerError(
-            f"from_torch: module {i} (ZeroPad2d {modules[i].padding}) is supported only with non-negative padding, right before a Conv2d"
+            f"from_torch: module {i} (ZeroPad2d {modules[i].padding}) is supported only with non-negative padding, "
+            "right before a Conv2d or an AvgPool2d"
         )
-    layers, used = _conv_from_torch(modules, i + 1, extra_padding=(top, bottom, left, right))
+    layers, used = convert(modules, i + 1, extra_padding=(top, bottom, left, right))
     return layers, used + 1
 
 
@@ -261,6 +354,94 @@ FROM_TORCH.register(nn.Tanh)(_node_from_torch(lambda m: Tanh()))
 FROM_TORCH.register(nn.Identity)(lambda modules, i: ([], 1))
 
 
+def _pool_geometry(pool: nn.Module, where: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    def pair(v: Any) -> tuple[int, int]:
+        return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    if getattr(pool, "ceil_mode", False):
+        raise UnsupportedLayerError(f"{where}: ceil_mode=True is not supported")
+    if getattr(pool, "dilation", 1) not in (1, (1, 1)):
+        raise UnsupportedLayerError(f"{where}: pooling with dilation {pool.dilation} is not supported")
+    if getattr(pool, "return_indices", False):
+        raise UnsupportedLayerError(f"{where}: return_indices=True is not supported")
+    kernel = pair(pool.kernel_size)
+    stride = kernel if pool.stride is None else pair(pool.stride)
+    return kernel, stride, pair(pool.padding)
+
+
+@FROM_TORCH.register(nn.MaxPool2d)
+def _max_pool_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int, int, int, int] | None = None):
+    kernel, stride, (ph, pw) = _pool_geometry(modules[i], f"from_torch: module {i} (MaxPool2d)")
+    padding: Any = (ph, pw)
+    if extra_padding is not None:
+        top, bottom, left, right = extra_padding
+        padding = (top + ph, bottom + ph, left + pw, right + pw)
+    return [MaxPooling(kernel, stride, padding)], 1
+
+
+@FROM_TORCH.register(nn.ConstantPad2d)
+def _constant_pad_from_torch(modules: list[nn.Module], i: int):
+    pad = modules[i]
+    left, right, top, bottom = (int(p) for p in pad.padding)
+    if pad.value != float("-inf") or i + 1 >= len(modules) or not isinstance(modules[i + 1], nn.MaxPool2d) \
+            or min(left, right, top, bottom) < 0:
+        raise UnsupportedLayerError(f"from_torch: module {i} ({pad!r}) is supported only as -inf padding right before a MaxPool2d")
+    layers, used = _max_pool_from_torch(modules, i + 1, extra_padding=(top, bottom, left, right))
+    return layers, used + 1
+
+
+@FROM_TORCH.register(nn.AvgPool2d)
+def _avg_pool_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int, int, int, int] | None = None):
+    pool = modules[i]
+    where = f"from_torch: module {i} (AvgPool2d)"
+    if pool.divisor_override is not None:
+        raise UnsupportedLayerError(f"{where}: divisor_override is not supported")
+    kernel, stride, (ph, pw) = _pool_geometry(pool, where)
+    padding: Any = (ph, pw)
+    count_include_pad = bool(pool.count_include_pad)
+    if extra_padding is not None:
+        if (ph, pw) != (0, 0) and not count_include_pad:
+            raise UnsupportedLayerError(f"{where}: ZeroPad2d before an AvgPool2d(count_include_pad=False) with padding is not supported")
+        top, bottom, left, right = extra_padding
+        padding = (top + ph, bottom + ph, left + pw, right + pw)
+        count_include_pad = True  # the zeros of ZeroPad2d are counted, like padding with count_include_pad
+    return [AveragePooling(kernel, stride, padding, count_include_pad=count_include_pad)], 1
+
+
+@FROM_TORCH.register(AvgPool2dExcludingPadding)
+def _avg_excluding_from_torch(modules: list[nn.Module], i: int):
+    pool = modules[i]
+    return [AveragePooling(pool.kernel_size, pool.stride, pool.padding, count_include_pad=False)], 1
+
+
+@FROM_TORCH.register(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+def _adaptive_avg_from_torch(modules: list[nn.Module], i: int):
+    size = modules[i].output_size
+    sizes = (size,) if isinstance(size, int) else tuple(size)
+    follows = modules[i + 1] if i + 1 < len(modules) else None
+    if any(s != 1 for s in sizes) or not (isinstance(follows, nn.Flatten) and follows.start_dim == 1 and follows.end_dim == -1):
+        raise UnsupportedLayerError(f"from_torch: module {i} ({modules[i]!r}) is supported only with output size 1 followed by "
+                                    "Flatten() (a global average pooling)")
+    return [GlobalAveragePooling()], 2
+
+
+FROM_TORCH.register(nn.Dropout)(lambda modules, i: ([Dropout(modules[i].p)], 1))
+
+
+@FROM_TORCH.register(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def _batchnorm_from_torch(modules: list[nn.Module], i: int):
+    bn = modules[i]
+    if not bn.affine or not bn.track_running_stats:
+        raise UnsupportedLayerError(f"from_torch: module {i} ({bn!r}) needs affine=True and track_running_stats=True")
+    gamma = _array(bn.weight)
+    layer = BatchNormalization(momentum=bn.momentum, eps=bn.eps, input_dim=bn.num_features, gamma=gamma,
+                               beta=_array(bn.bias), dtype=gamma.dtype)
+    layer.running_mean[...] = _array(bn.running_mean)
+    layer.running_var[...] = _array(bn.running_var)
+    layer.num_batches_tracked[...] = int(bn.num_batches_tracked)
+    return [layer], 1
+
+
 # -- losses -----------------------------------------------------------------------------------
 def torch_loss(loss: Loss, y_pred: torch.Tensor, y_true: Any) -> torch.Tensor:
     """The torch value of our ``loss`` on a torch prediction (differentiable)."""
@@ -272,6 +453,14 @@ def _softmax_loss(loss: SoftMaxLoss, logits: torch.Tensor, y_true: Any) -> torch
     np_dtype = torch.empty(0, dtype=logits.dtype).numpy().dtype
     target = one_hot_targets(y_true, tuple(logits.shape), np_dtype, loss.name)
     return F.cross_entropy(logits, _tensor(target), label_smoothing=loss.label_smoothing)
+
+
+@TORCH_LOSSES.register(BinaryCrossEntropy)
+def _bce_loss(loss: BinaryCrossEntropy, logits: torch.Tensor, y_true: Any) -> torch.Tensor:
+    # Evaluated in float64 and cast back: torch's float32 kernel computes log(1 + e^z) without
+    # log1p and loses ~1e-5 relative for confident logits, more than our float32 tolerance.
+    target = torch.as_tensor(np.asarray(y_true), dtype=torch.float64).reshape(logits.shape)
+    return F.binary_cross_entropy_with_logits(logits.double(), target).to(logits.dtype)
 
 
 @TORCH_LOSSES.register(MSELoss)
