@@ -1,7 +1,9 @@
 """Named models, ready to train, and the input preprocessing they expect.
 
-``MODELS`` maps a name (as the command line's ``--model`` takes it) to a builder that returns
-an untrained :class:`~nn_from_scratch.model.Sequential`, without loss or optimizer.
+``MODELS`` maps a name (as the command line's ``--model`` takes it) to a builder
+``builder(dtype=np.float32, seed=None)`` that returns an untrained, built
+:class:`~nn_from_scratch.model.Sequential` for ``(N, 1, 28, 28)`` inputs, without loss or optimizer
+(the trainer adds those).
 """
 
 from __future__ import annotations
