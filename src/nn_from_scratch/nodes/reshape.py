@@ -36,3 +36,6 @@ class Vectorization(Node):
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
         return np.asarray(dL_dy).reshape(self._x_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"input_dim": None if self.input_shape is None else list(self.input_shape), "name": self.name}
