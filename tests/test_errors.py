@@ -116,3 +116,9 @@ def test_exploding_learning_rate_is_reported():
     ):
         for _ in range(1000):
             model.train_step(x, y)
+
+
+def test_fit_refuses_image_batches_without_labels():
+    net = NeuralNetwork(4, 2, 3, GradientDescent(0.1), [Linear((3, 4), (3, 2))], SoftMaxLoss((3, 2)))
+    with pytest.raises(ValueError, match=r"NeuralNetwork.fit: X has 5 batches but y only has 4"):
+        net.fit(np.zeros((5, 3, 4)), np.zeros((4, 3, 2)), verbose=False)
