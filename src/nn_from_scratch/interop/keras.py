@@ -405,8 +405,16 @@ def from_keras(keras_model: Any, loss: Loss | None = None, optimizer: Any = None
     return Sequential(layers, loss=loss, optimizer=optimizer, input_shape=our_shape)
 
 
+def variable_array(variable: Any) -> np.ndarray:
+    """A Keras variable's value as a new NumPy array (directly from the torch tensor on that backend)."""
+    value = getattr(variable, "value", variable)
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy().copy()
+    return np.array(keras.ops.convert_to_numpy(value))
+
+
 def _weights(klayer: Any) -> list[np.ndarray]:
-    return [np.array(w) for w in klayer.get_weights()]
+    return [variable_array(w) for w in klayer.weights]
 
 
 _ACTIVATIONS: dict[str, Callable[[], Layer]] = {

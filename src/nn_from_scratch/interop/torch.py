@@ -6,7 +6,7 @@ only ``Linear`` is transposed: our ``W`` is ``(n_in + 1, n_out)`` with the bias 
 a ``Convolution`` with asymmetric padding (e.g. ``"same"`` with an even kernel) becomes
 ``nn.ZeroPad2d`` followed by an unpadded ``nn.Conv2d``, and ``from_torch`` folds that pair back.
 
-Adding a layer: register a function in ``TO_TORCH`` (our layer -> :class:`TorchTwin`) and one in
+Adding a layer: register a function in ``TO_TORCH`` ((our layer, :class:`TorchContext`) -> :class:`TorchTwin`) and one in
 ``FROM_TORCH`` (torch modules -> our layers). A layer without an entry raises
 :class:`UnsupportedLayerError` naming it.
 """
@@ -69,12 +69,40 @@ def _assign(param: torch.Tensor, value: np.ndarray) -> None:
 
 
 # -- our layers -> torch ----------------------------------------------------------------------
+@dataclass
+class TorchContext:
+    """What a converter to torch gets besides the layer."""
+
+    where: str  # "layer 3 (Convolution)", for messages
+    rank: int | None  # number of per-sample axes of the layer's input, where known
+
+
+# Per-sample rank of what a layer type outputs, for models whose shapes are not known yet (e.g.
+# fresh from ``from_torch``): batch norm needs it to choose BatchNorm1d or BatchNorm2d.
+OUTPUT_RANK: dict[type, int] = {Convolution: 3, MaxPooling: 3, AveragePooling: 3, Vectorization: 1, Linear: 1,
+                                GlobalAveragePooling: 1}
+
+
+def _input_ranks(layers: list[Layer]) -> list[int | None]:
+    ranks, rank = [], None
+    for layer in layers:
+        if layer.input_shape is not None:
+            rank = len(layer.input_shape)
+        ranks.append(rank)
+        if layer.output_shape is not None:
+            rank = len(layer.output_shape)
+        else:
+            rank = next((r for cls, r in OUTPUT_RANK.items() if isinstance(layer, cls)), rank)
+    return ranks
+
+
 def torch_twins(model: Any) -> list[TorchTwin]:
     """One :class:`TorchTwin` per layer of ``model``, with our current weights."""
+    layers = model_layers(model)
     twins = []
-    for i, layer in enumerate(model_layers(model)):
+    for i, (layer, rank) in enumerate(zip(layers, _input_ranks(layers))):
         convert = TO_TORCH.lookup(layer, where=f"layer {i} ")
-        twins.append(convert(layer, layer_label(i, layer)))
+        twins.append(convert(layer, TorchContext(layer_label(i, layer), rank)))
     return twins
 
 
@@ -93,16 +121,16 @@ def _needs(layer: Layer, what: Any, where: str) -> None:
 
 
 @TO_TORCH.register(Convolution)
-def _conv_to_torch(layer: Convolution, where: str) -> TorchTwin:
-    _needs(layer, layer.W, where)
+def _conv_to_torch(layer: Convolution, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.W, ctx.where)
     if layer.geometry is not None:
         pads: Any = layer.geometry.padding
     elif isinstance(layer.padding, str) and layer.padding == "same":
         if layer.stride != (1, 1):
-            _needs(layer, None, where)  # "same" with stride > 1 depends on the input size
+            _needs(layer, None, ctx.where)  # "same" with stride > 1 depends on the input size
         pads = "same"
     else:
-        pads = resolve_padding(layer.padding, (1, 1), layer.kernel_size, layer.stride, layer.dilation, where)
+        pads = resolve_padding(layer.padding, (1, 1), layer.kernel_size, layer.stride, layer.dilation, ctx.where)
     modules: list[nn.Module] = []
     if pads == "same":
         padding: Any = "same"
@@ -132,8 +160,8 @@ def _conv_to_torch(layer: Convolution, where: str) -> TorchTwin:
 
 
 @TO_TORCH.register(Linear)
-def _linear_to_torch(layer: Linear, where: str) -> TorchTwin:
-    _needs(layer, layer.W, where)
+def _linear_to_torch(layer: Linear, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.W, ctx.where)
     n_in, n_out = layer.W.shape[0] - 1, layer.W.shape[1]
     linear = nn.Linear(n_in, n_out, dtype=torch_dtype(layer.W.dtype))
     _assign(linear.weight, layer.W[1:].T)
@@ -146,7 +174,7 @@ def _linear_to_torch(layer: Linear, where: str) -> TorchTwin:
 
 
 def _simple(module_factory: Callable[[Any], nn.Module]) -> Callable[[Any, str], TorchTwin]:
-    return lambda layer, where: TorchTwin([module_factory(layer)])
+    return lambda layer, ctx: TorchTwin([module_factory(layer)])
 
 
 TO_TORCH.register(ReLU)(_simple(lambda layer: nn.ReLU()))
@@ -166,8 +194,8 @@ def _pool_pads(layer: Any, where: str) -> tuple[int, int, int, int]:
 
 
 @TO_TORCH.register(MaxPooling)
-def _max_pool_to_torch(layer: MaxPooling, where: str) -> TorchTwin:
-    top, bottom, left, right = _pool_pads(layer, where)
+def _max_pool_to_torch(layer: MaxPooling, ctx: TorchContext) -> TorchTwin:
+    top, bottom, left, right = _pool_pads(layer, ctx.where)
     if (top, left) == (bottom, right):
         return TorchTwin([nn.MaxPool2d(layer.pool_size, layer.stride, padding=(top, left))])
     # -inf padding never wins a max, which is what MaxPool2d's own padding means.
@@ -195,8 +223,8 @@ class AvgPool2dExcludingPadding(nn.Module):
 
 
 @TO_TORCH.register(AveragePooling)
-def _avg_pool_to_torch(layer: AveragePooling, where: str) -> TorchTwin:
-    top, bottom, left, right = _pool_pads(layer, where)
+def _avg_pool_to_torch(layer: AveragePooling, ctx: TorchContext) -> TorchTwin:
+    top, bottom, left, right = _pool_pads(layer, ctx.where)
     if (top, left) == (bottom, right):
         return TorchTwin([nn.AvgPool2d(layer.pool_size, layer.stride, padding=(top, left), count_include_pad=layer.count_include_pad)])
     if layer.count_include_pad:
@@ -205,11 +233,11 @@ def _avg_pool_to_torch(layer: AveragePooling, where: str) -> TorchTwin:
 
 
 @TO_TORCH.register(GlobalAveragePooling)
-def _global_avg_to_torch(layer: GlobalAveragePooling, where: str) -> TorchTwin:
-    spatial = 2 if layer.input_shape is None else len(layer.input_shape) - 1
+def _global_avg_to_torch(layer: GlobalAveragePooling, ctx: TorchContext) -> TorchTwin:
+    spatial = 2 if ctx.rank is None else ctx.rank - 1
     pools = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
     if spatial not in pools:
-        raise UnsupportedLayerError(f"to_torch: {where}: GlobalAveragePooling over {spatial} spatial axes has no torch module")
+        raise UnsupportedLayerError(f"to_torch: {ctx.where}: GlobalAveragePooling over {spatial} spatial axes has no torch module")
     return TorchTwin([pools[spatial](1), nn.Flatten()])
 
 
@@ -217,9 +245,9 @@ TO_TORCH.register(Dropout)(lambda layer, where: TorchTwin([nn.Dropout(layer.rate
 
 
 @TO_TORCH.register(BatchNormalization)
-def _batchnorm_to_torch(layer: BatchNormalization, where: str) -> TorchTwin:
-    _needs(layer, layer.gamma, where)
-    ndim = None if layer.input_shape is None else len(layer.input_shape)
+def _batchnorm_to_torch(layer: BatchNormalization, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.gamma, ctx.where)
+    ndim = ctx.rank
     if ndim == 3:
         cls: Any = nn.BatchNorm2d
     elif ndim in (1, 2):
@@ -227,7 +255,7 @@ def _batchnorm_to_torch(layer: BatchNormalization, where: str) -> TorchTwin:
     elif ndim == 4:
         cls = nn.BatchNorm3d
     else:
-        raise ValueError(f"{where}: the layer is not built yet (BatchNorm1d or 2d depends on the input rank); build the model first")
+        raise ValueError(f"{ctx.where}: the rank of its input is unknown (BatchNorm1d or 2d depends on it); build the model first")
     bn = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, dtype=torch_dtype(layer.gamma.dtype))
     _assign(bn.weight, layer.gamma)
     _assign(bn.bias, layer.beta)
