@@ -158,6 +158,206 @@ def conv2d_backward(
     return dx, dW, db
 
 
+# -- fast convolution -----------------------------------------------------------------------
+# The reference above builds ``cols``, a (C*kh*kw, N*OH*OW) copy of the input: kh*kw times the
+# input's size. For small layers that copy -- and the col2im scatter of the backward pass,
+# kh*kw strided adds of short rows -- is where the time goes, not the multiply (the profile of
+# the seed CNN: 80% of a training step in the 7x7 layer's im2col and col2im).
+#
+# The plan below unrolls the kernel *width* only and reaches the kernel *rows* through views:
+#
+#     xp  (C, Hp, N, Wp)          the zero-padded input, batch axis inside the rows
+#     U   (C, kw, Hp, N, OW)      U[c, q, h, n, j] = xp[c, h, n, j*sw + q*dw]   (kw copies, not kh*kw)
+#     U_p = U[:, :, p*dh : p*dh + OH]  viewed as (C*kw, OH*N*OW)
+#
+# With the batch axis inside the rows, ``U_p`` is a plain strided matrix (row stride Hp*N*OW),
+# so BLAS takes it without a copy, and it holds exactly the rows ``(c, p, :)`` of the
+# reference ``cols`` (pixels ordered (i, n, j) instead of (n, i, j)). Hence, with
+# ``W_p = W[:, :, p, :]`` as (O, C*kw) and ``dy`` as (O, OH*N*OW):
+#
+#     y  = sum_p W_p @ U_p                     kh matrix products, no kh-fold copy
+#     dW[:, :, p, :] = dy @ U_p.T
+#     dx = adjoint of the above: see _dx_by_rows and _dx_by_stacked_dy.
+#
+# This needs stride 1 along the height (so that consecutive output rows are consecutive input
+# rows); any width stride, any dilation and any padding work. Other layers use the reference.
+# Outputs are returned as (N, C, H, W) *views* of (C, H, N, W)-ordered arrays: the next
+# convolution reads that order fastest, and element-wise layers keep it.
+
+
+def fast_conv_supported(geom: ConvGeometry) -> bool:
+    """Whether :class:`Conv2dPlan` handles this geometry (stride 1 along the height)."""
+    return geom.stride[0] == 1
+
+
+class Conv2dPlan:
+    """The fast convolution for one input shape, with its work buffers (allocated once).
+
+    ``forward(x, W, b)`` then ``backward(dy, W)`` compute exactly what :func:`conv2d_forward`
+    and :func:`conv2d_backward` compute (up to float rounding; tested against them).
+
+    Buffer lifetimes: ``U`` and the padded input are overwritten by every ``forward`` and read
+    by the ``backward`` that follows it, like the reference's ``cols``. The arrays returned
+    (``y``, ``dx``, ``dW``, ``db``) are freshly allocated and never reused.
+    """
+
+    def __init__(self, x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, dtype: np.dtype) -> None:
+        if not fast_conv_supported(geom):
+            raise ValueError(f"Conv2dPlan: needs stride 1 along the height, got stride {geom.stride}")
+        n, c, h, w = x_shape
+        self.x_shape = tuple(x_shape)
+        self.out_channels = o = int(out_channels)
+        self.geom = geom
+        self.dtype = dtype = np.dtype(dtype)
+        self.oh, self.ow = geom.output_hw(h, w)
+        pt, pb, pl, pr = geom.padding
+        self.hp, self.wp = h + pt + pb, w + pl + pr
+        kh, kw = geom.kh, geom.kw
+        self.taps_k = c * kw  # rows of each U_p
+        self.pixels = self.oh * n * self.ow  # columns of each U_p
+        # Zero borders are written once; each forward only overwrites the interior.
+        self._xpad = np.zeros((c, self.hp, n, self.wp), dtype) if any(geom.padding) else None
+        self._U = np.empty((c, kw, self.hp, n, self.ow), dtype)
+        self._partial = np.empty((o, self.pixels), dtype) if kh > 1 else None
+        self._dy = np.empty((o, self.oh, n, self.ow), dtype)
+        self._Z: np.ndarray | None = None  # dx work buffers, allocated on the first backward that needs them
+        self._Z_partial: np.ndarray | None = None
+        self._dy_padded: np.ndarray | None = None
+        self._D: np.ndarray | None = None
+        # Kernel choice per shape (single-thread timings on the benchmark layers, see benchmarks/):
+        # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
+        # speed, while a matrix product with only a few output channels wastes most of BLAS's
+        # register tile; with many output channels the matrix product wins.
+        self.dW_kernel = "gemv" if o <= 8 else "gemm"
+        # dx: whichever moves fewer floats (writes + reads of the intermediates).
+        hp_pixels = self.hp * n * self.ow
+        traffic_rows = 3 * kh * self.taps_k * self.pixels
+        traffic_stacked = 2 * (o * kh + self.taps_k) * hp_pixels
+        self.dx_kernel = "rows" if traffic_rows <= traffic_stacked else "stacked_dy"
+
+    # -- forward ---------------------------------------------------------------------------
+    def _U_p(self, p: int) -> np.ndarray:
+        dh = self.geom.dilation[0]
+        return self._U[:, :, p * dh : p * dh + self.oh].reshape(self.taps_k, self.pixels)
+
+    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W); fills ``U`` for the backward pass."""
+        n, c, h, w = self.x_shape
+        o, (kh, kw) = self.out_channels, (self.geom.kh, self.geom.kw)
+        if self._xpad is not None:
+            pt, _, pl, _ = self.geom.padding
+            self._xpad[:, pt : pt + h, :, pl : pl + w] = x.transpose(1, 2, 0, 3)
+            s_c, s_h, s_n, s_w = self._xpad.strides
+            source = self._xpad
+        else:
+            s_n, s_c, s_h, s_w = x.strides  # any memory order of x works
+            source = x
+        dw, sw = self.geom.dilation[1], self.geom.stride[1]
+        np.copyto(self._U, as_strided(source, self._U.shape, (s_c, s_w * dw, s_h, s_n, s_w * sw)))
+
+        W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
+        y = np.empty((o, self.pixels), self.dtype)
+        np.matmul(W_rows[0], self._U_p(0), out=y)
+        for p in range(1, kh):
+            np.matmul(W_rows[p], self._U_p(p), out=self._partial)
+            y += self._partial
+        if b is not None:
+            y += b[:, None]
+        return y.reshape(o, self.oh, n, self.ow).transpose(2, 0, 1, 3)
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(
+        self, dy: np.ndarray, W: np.ndarray, need_dx: bool = True, need_db: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW), after :meth:`forward` on this plan."""
+        o = self.out_channels
+        dy_t = dy.transpose(1, 2, 0, 3)  # (O, OH, N, OW): the order of y, and of dy after ReLU
+        if not dy_t.flags.c_contiguous:
+            np.copyto(self._dy, dy_t)
+            dy_t = self._dy
+        dy_2d = dy_t.reshape(o, self.pixels)
+        db = dy_2d.sum(axis=1) if need_db else None
+        dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
+        dx = None
+        if need_dx:
+            dx = self._dx_by_rows(dy_2d, W) if self.dx_kernel == "rows" else self._dx_by_stacked_dy(dy_t, W)
+        return dx, dW, db
+
+    def _dW_by_gemv(self, dy_2d: np.ndarray) -> np.ndarray:
+        kh, o = self.geom.kh, self.out_channels
+        dW_rows = np.empty((kh, o, self.taps_k), self.dtype)
+        for p in range(kh):
+            U_p = self._U_p(p)
+            for k in range(o):
+                np.matmul(U_p, dy_2d[k], out=dW_rows[p, k])
+        return dW_rows.reshape(kh, o, -1, self.geom.kw).transpose(1, 2, 0, 3).copy()
+
+    def _dW_by_gemm(self, dy_2d: np.ndarray) -> np.ndarray:
+        kh, o = self.geom.kh, self.out_channels
+        dy_pixels_major = dy_2d.T.copy()  # (pixels, O): BLAS is fastest with the short side last
+        dW_rows = np.empty((kh, self.taps_k, o), self.dtype)
+        for p in range(kh):
+            np.matmul(self._U_p(p), dy_pixels_major, out=dW_rows[p])
+        return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
+
+    def _Z_buffer(self) -> np.ndarray:
+        if self._Z is None:
+            self._Z = np.empty((self.x_shape[1], self.geom.kw, self.hp, self.x_shape[0], self.ow), self.dtype)
+        return self._Z
+
+    def _dx_from_Z(self, Z: np.ndarray) -> np.ndarray:
+        """Width part of the adjoint: ``dxp[c, h, n, j*sw + q*dw] += Z[c, q, h, n, j]``, then crop."""
+        n, c, h, w = self.x_shape
+        kw, ow = self.geom.kw, self.ow
+        sw, dw = self.geom.stride[1], self.geom.dilation[1]
+        pt, _, pl, _ = self.geom.padding
+        dxp = np.zeros((c, self.hp, n, self.wp), self.dtype)
+        Z = Z.reshape(c, kw, self.hp, n, ow)
+        for q in range(kw):
+            dxp[:, :, :, q * dw : q * dw + sw * (ow - 1) + 1 : sw] += Z[:, q]
+        return dxp[:, pt : pt + h, :, pl : pl + w].transpose(2, 0, 1, 3)
+
+    def _dx_by_rows(self, dy_2d: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``Z[:, :, rows of p] += W_p.T @ dy`` for each kernel row p: the adjoint of the forward."""
+        n, c = self.x_shape[:2]
+        kh, o, oh = self.geom.kh, self.out_channels, self.oh
+        dh = self.geom.dilation[0]
+        W_rows_t = W.transpose(2, 1, 3, 0).reshape(kh, self.taps_k, o)  # W_p.T
+        Z = self._Z_buffer()
+        np.matmul(W_rows_t[0], dy_2d, out=Z[:, :, :oh].reshape(self.taps_k, self.pixels))
+        Z[:, :, oh:] = 0
+        if self._Z_partial is None:
+            self._Z_partial = np.empty((self.taps_k, self.pixels), self.dtype)
+        partial = self._Z_partial
+        for p in range(1, kh):
+            np.matmul(W_rows_t[p], dy_2d, out=partial)
+            Z[:, :, p * dh : p * dh + oh] += partial.reshape(c, self.geom.kw, oh, n, self.ow)
+        return self._dx_from_Z(Z)
+
+    def _dx_by_stacked_dy(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """One matrix product over (output channel, kernel row), then the width part.
+
+        ``D[o, p, h] = dy[o, h - p*dh]`` (zero outside) stacks the kernel rows of ``dy``, so that
+        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a single (C*kw, O*kh) @ (O*kh, Hp*N*OW).
+        Cheaper than :meth:`_dx_by_rows` when there are few output channels and many kernel rows.
+        """
+        n = self.x_shape[0]
+        kh, o, oh = self.geom.kh, self.out_channels, self.oh
+        dh = self.geom.dilation[0]
+        margin = (kh - 1) * dh
+        if self._dy_padded is None:
+            self._dy_padded = np.zeros((o, oh + 2 * margin, n, self.ow), self.dtype)  # zero rows stay zero
+            self._D = np.empty((o, kh, self.hp, n, self.ow), self.dtype)
+        self._dy_padded[:, margin : margin + oh] = dy_t
+        start = self._dy_padded[:, margin:]
+        s_o, s_h, s_n, s_j = start.strides
+        np.copyto(self._D, as_strided(start, self._D.shape, (s_o, -dh * s_h, s_h, s_n, s_j)))
+        W_stacked = W.transpose(1, 3, 0, 2).reshape(self.taps_k, o * kh)
+        Z = self._Z_buffer()
+        np.matmul(W_stacked, self._D.reshape(o * kh, -1), out=Z.reshape(self.taps_k, -1))
+        return self._dx_from_Z(Z)
+
+
 def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """Pooling windows of ``x`` (N, C, H, W) as a view ``(N, C, OH, OW, kh, kw)``.
 

@@ -101,7 +101,9 @@ class Convolution(Neuron):
         self._W_pd: np.ndarray | None = None
         self._B_pd: np.ndarray | None = None
         self.geometry: kernels.ConvGeometry | None = None
-        self._cols: np.ndarray | None = None
+        self._cols: np.ndarray | None = None  # reference path: the im2col matrix of the last forward
+        self._plan: kernels.Conv2dPlan | None = None  # fast path: shapes and work buffers (see kernels)
+        self._last_pass_fast = False
         self._x_shape: tuple[int, ...] | None = None
 
         shape = per_sample_shape(input_dim, expected_ndim=3)
@@ -172,15 +174,26 @@ class Convolution(Neuron):
             x = x[:, None]
         x = self.cast_input(self.check_input(x))
         self._x_shape = x.shape
-        y, self._cols = kernels.conv2d_forward(x, self.W, self.B if self.use_bias else None, self.geometry)
-        return y
+        bias = self.B if self.use_bias else None
+        self._last_pass_fast = kernels.fast_conv_supported(self.geometry)
+        if not self._last_pass_fast:
+            y, self._cols = kernels.conv2d_forward(x, self.W, bias, self.geometry)
+            return y
+        self._cols = None
+        plan = self._plan
+        if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
+            plan = self._plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
+        return plan.forward(x, self.W, bias)
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
         dL_dy = np.asarray(dL_dy, dtype=self.dtype)
         expected = (self._x_shape[0],) + self.output_shape
         if dL_dy.shape != expected:
             raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
-        dx, self._W_pd, db = kernels.conv2d_backward(dL_dy, self._cols, self._x_shape, self.W, self.geometry)
+        if self._last_pass_fast:
+            dx, self._W_pd, db = self._plan.backward(dL_dy, self.W, need_db=self.use_bias)
+        else:
+            dx, self._W_pd, db = kernels.conv2d_backward(dL_dy, self._cols, self._x_shape, self.W, self.geometry)
         if self.use_bias:
             self._B_pd = db
         return dx[:, 0] if self._added_channel_axis else dx

@@ -1,0 +1,132 @@
+"""Training speed of the seed notebook's CNN, this library vs PyTorch eager, batch 50, float32.
+
+Network (the notebook's): conv 3x3 1->4 (no bias), ReLU, conv 7x7 4->2 (no bias), ReLU,
+flatten, linear 800->10; softmax cross-entropy; SGD lr 0.1. A step is forward + loss +
+backward + update on one real MNIST batch (``Sequential.train_step``, the call
+``NeuralNetwork.fit`` makes per batch, without its progress bar).
+
+    python benchmarks/seed_cnn.py            # ~1 minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+BATCH = 50
+N_BATCHES = 200  # distinct real batches, cycled
+
+
+def build_ours():
+    from nn_from_scratch.losses import SoftMaxLoss
+    from nn_from_scratch.model import Sequential
+    from nn_from_scratch.neurons import Convolution, Linear
+    from nn_from_scratch.nodes import ReLU, Vectorization
+    from nn_from_scratch.optimizers import GradientDescent
+
+    layers = [
+        Convolution((1, 28, 28), kernel_size=3, output_layers=4, use_bias=False),
+        ReLU(),
+        Convolution((4, 26, 26), kernel_size=7, output_layers=2, use_bias=False),
+        ReLU(),
+        Vectorization(),
+        Linear(800, 10),
+    ]
+    return Sequential(layers, loss=SoftMaxLoss(), optimizer=GradientDescent(0.1), seed=0)
+
+
+def build_torch(torch, ours=None):
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 7, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(800, 10)
+    )
+    if ours is not None:
+        copy_weights(torch, ours, net)
+    return net
+
+
+def copy_weights(torch, ours, net) -> None:
+    """Our parameters into the torch twin: Conv W/B as they are, Linear W[1:].T and W[0]."""
+    from nn_from_scratch.neurons import Convolution, Linear
+
+    theirs = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    mine = [l for l in ours.layers if isinstance(l, (Convolution, Linear))]
+    with torch.no_grad():
+        for a, b in zip(mine, theirs, strict=True):
+            if isinstance(a, Linear):
+                b.weight.copy_(torch.from_numpy(a.W[1:].T.copy()))
+                b.bias.copy_(torch.from_numpy(a.W[0].copy()))
+            else:
+                b.weight.copy_(torch.from_numpy(a.W))
+                if a.B is not None:
+                    b.bias.copy_(torch.from_numpy(a.B))
+
+
+def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, which=("ours", "torch")):
+    """Step functions ``run(i)`` for each library, on the same MNIST batches and initial weights."""
+    x, labels = common.mnist_batches(batch, n_batches)
+    y = common.one_hot(labels)
+    runners = {}
+    ours = build_ours_fn()
+    if "ours" in which:
+        def run_ours(i: int) -> None:
+            ours.train_step(x[i % n_batches], y[i % n_batches])
+
+        runners["nn_from_scratch"] = run_ours
+    if "torch" in which:
+        torch = common.import_torch()
+        net = build_torch_fn(torch, ours)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        xt = [torch.from_numpy(b) for b in x]
+        yt = [torch.from_numpy(b) for b in labels]
+
+        def run_torch(i: int) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(xt[i % n_batches]), yt[i % n_batches]).backward()
+            opt.step()
+
+        runners["torch"] = run_torch
+    return runners
+
+
+def memory_child(which: str, steps: int, build_ours_fn, build_torch_fn, batch: int) -> None:
+    runners = training_runners(build_ours_fn, build_torch_fn, batch, 20, which=(which,))
+    run = next(iter(runners.values()))
+    result = {"rss_growth_kib": common.peak_rss_growth_kib(run, steps)}
+    if which == "ours":
+        result["tracemalloc_kib"] = common.numpy_step_peak_bytes(run) / 1024
+    print(json.dumps(result))
+
+
+def run_benchmark(title, script, build_ours_fn, build_torch_fn, batch, n_batches, args) -> dict:
+    if args.memory_child:
+        memory_child(args.memory_child, args.steps, build_ours_fn, build_torch_fn, batch)
+        raise SystemExit(0)
+    print(f"{title}: batch {batch}, float32, {common.blas_threads()} BLAS/torch threads, "
+          f"{args.reps} x {args.steps} steps per library, alternating")
+    runners = training_runners(build_ours_fn, build_torch_fn, batch, n_batches)
+    timings = common.time_alternating(runners, batch, args.steps, args.reps, args.warmup)
+    result = common.report(title, timings)
+    if not args.no_memory:
+        mem = {name: common.memory_in_child(script, which) for name, which in (("nn_from_scratch", "ours"), ("torch", "torch"))}
+        common.print_memory(mem)
+        result["memory"] = mem
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> dict:
+    args = common.parse_args(__doc__.splitlines()[0], steps=40, reps=10)
+    return run_benchmark("seed CNN, training", Path(__file__), build_ours, build_torch, BATCH, N_BATCHES, args)
+
+
+if __name__ == "__main__":
+    main()

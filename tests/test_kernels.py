@@ -1,0 +1,148 @@
+"""The fast convolution (``kernels.Conv2dPlan``) against the reference im2col/col2im kernels.
+
+Random shapes, padding (symmetric and not), width stride, dilation and memory layouts; every
+dW and dx kernel the plan can choose is forced in turn. float64: relative error <= 1e-12;
+float32: <= 1e-5 against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn_from_scratch import kernels
+from nn_from_scratch.neurons import Convolution
+from nn_from_scratch.nodes import ReLU
+
+DW_KERNELS = ("gemv", "gemm")
+DX_KERNELS = ("rows", "stacked_dy")
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def random_case(rng: np.random.Generator, dtype, fast_only: bool = True):
+    """A random geometry the fast plan supports (stride 1 along the height), its inputs and weights."""
+    while True:
+        kh, kw = (int(v) for v in rng.integers(1, 6, size=2))
+        dh, dw = (int(v) for v in rng.integers(1, 4, size=2))
+        sw = int(rng.integers(1, 4))
+        sh = 1 if fast_only else int(rng.integers(1, 4))
+        padding = tuple(int(v) for v in rng.integers(0, 4, size=4))
+        n, c, o = (int(v) for v in rng.integers(1, 5, size=3))
+        h, w = (int(v) for v in rng.integers(1, 13, size=2))
+        geom = kernels.ConvGeometry(kh, kw, (sh, sw), (dh, dw), padding)
+        oh, ow = geom.output_hw(h, w)
+        if oh >= 1 and ow >= 1:
+            break
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype)
+    dy = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return geom, x, W, b, dy
+
+
+def reference(x, W, b, dy, geom):
+    """The reference kernels, in float64."""
+    x, W, b, dy = (a.astype(np.float64) for a in (x, W, b, dy))
+    y, cols = kernels.conv2d_forward(x, W, b, geom)
+    dx, dW, db = kernels.conv2d_backward(dy, cols, x.shape, W, geom)
+    return y, dx, dW, db
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_conv_matches_reference(dtype, tol, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(12):
+        geom, x, W, b, dy = random_case(rng, dtype)
+        y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
+        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype)
+        y = plan.forward(x, W, b)
+        assert y.dtype == dtype and rel_err(y, y_ref) <= tol, geom
+        for dW_kernel in DW_KERNELS:
+            for dx_kernel in DX_KERNELS:
+                plan.dW_kernel, plan.dx_kernel = dW_kernel, dx_kernel
+                dx, dW, db = plan.backward(dy, W)
+                for got, want in ((dx, dx_ref), (dW, dW_ref), (db, db_ref)):
+                    assert got.dtype == dtype, (dW_kernel, dx_kernel)
+                    assert rel_err(got, want) <= tol, (geom, dW_kernel, dx_kernel)
+
+
+def test_fast_conv_accepts_any_memory_layout():
+    """Inputs and dL/dy as views in another memory order (as the layers pass them) give the same result."""
+    rng = np.random.default_rng(10)
+    for _ in range(10):
+        geom, x, W, b, dy = random_case(rng, np.float64)
+        y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
+        x_view = np.ascontiguousarray(x.transpose(1, 2, 0, 3)).transpose(2, 0, 1, 3)  # (C, H, N, W) in memory
+        dy_view = np.asfortranarray(dy)
+        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, np.float64)
+        assert rel_err(plan.forward(x_view, W, b), y_ref) <= 1e-12
+        dx, dW, db = plan.backward(dy_view, W)
+        assert max(rel_err(dx, dx_ref), rel_err(dW, dW_ref), rel_err(db, db_ref)) <= 1e-12
+
+
+def test_fast_conv_results_are_not_overwritten_by_later_calls():
+    """Work buffers are reused between calls, the returned arrays never are."""
+    rng = np.random.default_rng(11)
+    geom = kernels.ConvGeometry(3, 2, (1, 2), (2, 1), (1, 2, 0, 1))
+    x_shape, W = (3, 2, 9, 8), rng.standard_normal((4, 2, 3, 2))
+    b = rng.standard_normal(4)
+    for dx_kernel in DX_KERNELS:
+        plan = kernels.Conv2dPlan(x_shape, 4, geom, np.float64)
+        plan.dx_kernel = dx_kernel
+        y1 = plan.forward(rng.standard_normal(x_shape), W, b)
+        results = (y1, *plan.backward(rng.standard_normal(y1.shape), W))
+        saved = [a.copy() for a in results]
+        plan.forward(rng.standard_normal(x_shape), W, b)
+        plan.backward(rng.standard_normal(y1.shape), W)
+        for before, now in zip(saved, results):
+            np.testing.assert_array_equal(before, now)
+
+
+def test_plan_rejects_height_stride():
+    geom = kernels.ConvGeometry(3, 3, (2, 1), (1, 1), (0, 0, 0, 0))
+    assert not kernels.fast_conv_supported(geom)
+    with pytest.raises(ValueError, match="stride 1 along the height"):
+        kernels.Conv2dPlan((1, 1, 8, 8), 1, geom, np.float64)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_convolution_layer_fast_and_reference_paths(seed):
+    """The layer gives the reference's results on both paths (height stride > 1 takes the reference)."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(8):
+        geom, x, W, b, dy = random_case(rng, np.float64, fast_only=False)
+        layer = Convolution(
+            x.shape[1:], (geom.kh, geom.kw), W.shape[0], padding=geom.padding, W=W, B=b,
+            stride=geom.stride, dilation=geom.dilation, dtype=np.float64,
+        )
+        y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
+        for _ in range(2):  # twice: the second call reuses the plan's buffers
+            assert rel_err(layer.forward(x), y_ref) <= 1e-12
+            dx = layer.backward(dy)
+            assert max(rel_err(dx, dx_ref), rel_err(layer._W_pd, dW_ref), rel_err(layer._B_pd, db_ref)) <= 1e-12
+
+
+def test_convolution_layer_new_batch_size_rebuilds_plan():
+    rng = np.random.default_rng(7)
+    layer = Convolution((3, 9, 9), 3, 4, padding=1, dtype=np.float64)
+    for n in (5, 2, 5):
+        x = rng.standard_normal((n, 3, 9, 9))
+        y_ref, _ = kernels.conv2d_forward(x, layer.W, layer.B, layer.geometry)
+        assert rel_err(layer.forward(x), y_ref) <= 1e-12
+
+
+def test_relu_backward_equals_masked_gradient():
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((4, 3, 5, 6)).astype(dtype)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        relu = ReLU()
+        relu.forward(x)
+        dx = relu.backward(g)
+        assert dx.dtype == dtype
+        np.testing.assert_array_equal(dx, np.where(x > 0, g, 0))
