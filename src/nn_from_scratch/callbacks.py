@@ -278,10 +278,10 @@ class _Monitor(Callback):
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best_weights=True`` the weights of the best epoch are written back when
-    training stops early (Keras' rule; when training runs to the end they are restored only
-    if ``restore_best_weights="always"``, a small extension). ``baseline``: the value to beat
-    from the start. ``start_from_epoch``: epochs to wait before watching.
+    As Keras 3: with ``restore_best_weights=True`` the weights of the best epoch are written
+    back when training ends (stopped early or not). ``baseline``: a value the monitored
+    quantity must beat for the patience counter to reset. ``start_from_epoch``: epochs to
+    wait before watching.
     """
 
     def __init__(
@@ -292,14 +292,14 @@ class EarlyStopping(_Monitor):
         verbose: int = 0,
         mode: str = "auto",
         baseline: float | None = None,
-        restore_best_weights: bool | str = False,
+        restore_best_weights: bool = False,
         start_from_epoch: int = 0,
     ) -> None:
         super().__init__(monitor, mode, min_delta)
         self.patience = int(patience)
         self.verbose = verbose
         self.baseline = baseline
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = int(start_from_epoch)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -314,7 +314,7 @@ class EarlyStopping(_Monitor):
         if value is None or epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = self.model.get_weights()
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch
         self.wait += 1
         if self._improved(value, self.best):
             self.best, self.best_epoch = value, epoch
@@ -326,22 +326,20 @@ class EarlyStopping(_Monitor):
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            if self.restore_best_weights and self.best_weights is not None:
-                if self.verbose:
-                    print(f"EarlyStopping: restoring the weights of epoch {self.best_epoch + 1}")
-                self.model.set_weights(self.best_weights)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.stopped_epoch and self.verbose:
             print(f"EarlyStopping: stopped after epoch {self.stopped_epoch + 1}")
-        if self.restore_best_weights == "always" and not self.stopped_epoch and self.best_weights is not None:
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"EarlyStopping: restoring the weights of epoch {self.best_epoch + 1}")
             self.model.set_weights(self.best_weights)
 
 
 class ReduceLROnPlateau(_Monitor):
     """Multiply ``optimizer.lr`` by ``factor`` when ``monitor`` has not improved for ``patience``
-    epochs, then wait ``cooldown`` epochs; never below ``min_lr``. As Keras (whose ``min_delta``
-    default 1e-4 is absolute here too)."""
+    epochs, then wait ``cooldown`` epochs; never below ``min_lr``. As Keras 3: ``min_delta`` is
+    absolute, and the learning rate of each epoch is logged as ``learning_rate``."""
 
     def __init__(
         self,
@@ -366,6 +364,8 @@ class ReduceLROnPlateau(_Monitor):
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.lr)  # as Keras 3, into the history
         value = self._value(logs)
         if value is None:
             return

@@ -276,7 +276,7 @@ class Sequential:
         history = History()
         user = list(callbacks)
         defaults = [] if any(isinstance(c, TerminateOnNaN) for c in user) else [TerminateOnNaN()]
-        cbs = CallbackList(defaults + [history] + user, model=self)
+        cbs = CallbackList(defaults + user + [history], model=self)  # History last, as Keras: it sees what others log
         steps = (n + batch_size - 1) // batch_size
         cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose})
         self.history = history
@@ -461,7 +461,7 @@ class Sequential:
         print_fn = print_fn or print
         cols = [int(line_length * p) for p in (0.45, 0.85, 1.0)]
 
-        def row(fields: Sequence[str]) -> str:
+        def row(fields: Sequence[str]) -> list[str]:
             # Each field starts at its column; what does not fit (leaving a space before the
             # next column) wraps onto the following line, as in Keras.
             left, out = list(fields), []
@@ -473,14 +473,14 @@ class Sequential:
                     left[i] = left[i][cutoff:]
                     line += " " * (end - len(line))
                 out.append(line)
-            return "\n".join(out)
+            return out
 
         names = _display_names(self.layers)
-        lines = [f'Model: "{self.name}"', "_" * line_length, row([" Layer (type)", "Output Shape", "Param #"]),
+        lines = [f'Model: "{self.name}"', "_" * line_length, *row([" Layer (type)", "Output Shape", "Param #"]),
                  "=" * line_length]
         for i, (layer, name) in enumerate(zip(self.layers, names)):
             shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")"
-            lines.append(row([f" {name} ({type(layer).__name__})", shape, str(layer.count_params())]))
+            lines += row([f" {name} ({type(layer).__name__})", shape, str(layer.count_params())])
             lines.append("=" * line_length if i == len(self.layers) - 1 else " " * line_length)
         trainable = [a for layer in self.layers for a in layer.parameters().values()]
         frozen = [b for layer in self.layers for b in layer.buffers().values() if b.dtype.kind == "f"]
