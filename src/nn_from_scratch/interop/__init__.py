@@ -12,37 +12,41 @@ type in a table (``interop.torch.TO_TORCH`` ...); a layer without one raises
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 from ._common import UnsupportedLayerError
 
 
+def _backend(name: str) -> ModuleType:
+    """``interop.torch`` or ``interop.keras``, with a clear message when the framework is missing."""
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name not in ("torch", "keras"):
+            raise
+        raise ImportError(f"nn_from_scratch.interop needs {err.name} for this: pip install 'nn_from_scratch[{err.name}]'") from err
+
+
 def to_torch(model: Any) -> Any:
     """Our model -> an equivalent ``torch.nn.Sequential`` (see :mod:`.torch`)."""
-    from .torch import to_torch as convert
-
-    return convert(model)
+    return _backend("torch").to_torch(model)
 
 
 def from_torch(module: Any, input_shape: tuple[int, ...] | None = None, loss: Any = None, optimizer: Any = None) -> Any:
     """A ``torch.nn.Sequential`` -> our ``Sequential`` (see :mod:`.torch`)."""
-    from .torch import from_torch as convert
-
-    return convert(module, input_shape=input_shape, loss=loss, optimizer=optimizer)
+    return _backend("torch").from_torch(module, input_shape=input_shape, loss=loss, optimizer=optimizer)
 
 
 def to_keras(model: Any, input_shape: tuple[int, ...] | None = None) -> Any:
     """Our model -> an equivalent channels-last Keras ``Sequential`` (see :mod:`.keras`)."""
-    from .keras import to_keras as convert
-
-    return convert(model, input_shape=input_shape)
+    return _backend("keras").to_keras(model, input_shape=input_shape)
 
 
 def from_keras(keras_model: Any, loss: Any = None, optimizer: Any = None) -> Any:
     """A built Keras ``Sequential`` -> our ``Sequential`` (see :mod:`.keras`)."""
-    from .keras import from_keras as convert
-
-    return convert(keras_model, loss=loss, optimizer=optimizer)
+    return _backend("keras").from_keras(keras_model, loss=loss, optimizer=optimizer)
 
 
 __all__ = ["UnsupportedLayerError", "from_keras", "from_torch", "to_keras", "to_torch"]

@@ -265,9 +265,10 @@ def _our_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: lis
 
 
 def _torch_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
-    import torch
+    from ..interop import _backend
 
-    from ..interop.torch import torch_loss, torch_twins
+    torch = _backend("torch").torch
+    torch_loss, torch_twins = _backend("torch").torch_loss, _backend("torch").torch_twins
 
     twins = torch_twins(layers)
     x_t = torch.from_numpy(np.array(x, copy=True)).requires_grad_(True)
@@ -303,8 +304,9 @@ def _np_dtype(t: Any) -> np.dtype:
 
 
 def _keras_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
-    from ..interop import keras as kinterop
+    from ..interop import _backend
 
+    kinterop = _backend("keras")
     keras = kinterop.keras
     if keras.backend.backend() != "torch":
         raise RuntimeError(

@@ -95,9 +95,11 @@ def compare_training(
     """
     if reference != "torch":
         raise ValueError(f"compare_training: only reference='torch' is supported, got {reference!r}")
-    import torch
+    from ..interop import _backend
 
-    from ..interop.torch import torch_loss, torch_optimizer, torch_twins
+    interop_torch = _backend("torch")
+    torch = interop_torch.torch
+    torch_loss, torch_optimizer, torch_twins = interop_torch.torch_loss, interop_torch.torch_optimizer, interop_torch.torch_twins
 
     layers = model_layers(model)
     loss = loss if loss is not None else model_loss(model)
