@@ -145,6 +145,7 @@ def test_from_torch_native_module() -> None:
         nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), bias=False, dtype=torch.float64),
         nn.Sequential(nn.LeakyReLU(0.05), nn.MaxPool2d(2, 1, padding=1)),
         nn.AvgPool2d(2, padding=1, count_include_pad=False),
+        nn.Conv2d(6, 6, 1, padding="valid", dtype=torch.float64),
         nn.Dropout(0.1),
         nn.Flatten(),
         nn.Linear(6 * 4 * 7, 8, bias=False, dtype=torch.float64),

@@ -239,6 +239,21 @@ def test_training_agrees_with_torch_over_100_steps(name: str) -> None:
         np.testing.assert_array_equal(p, b)
 
 
+def test_training_with_batchnorm_agrees_including_running_statistics() -> None:
+    rng = np.random.default_rng(9)
+    # No conv bias before batch norm: its exact gradient is 0, and Adam would turn the rounding
+    # noise each side computes for it into different (tiny) steps.
+    model = Sequential([Convolution((2, 6, 6), 3, 4, padding=1, use_bias=False), BatchNormalization(momentum=0.2), ReLU(),
+                        AveragePooling(2), Vectorization(), BatchNormalization(momentum=None), Linear(None, 3)],
+                       loss=SoftMaxLoss(), seed=5)
+    x, y = rng.normal(size=(24, 2, 6, 6)), rng.integers(0, 3, size=24)
+    result = compare_training(model, x, y, steps=100, optimizer=optimizers.Adam(0.01), batch_size=6)
+    assert {"layer 1 (BatchNormalization).running_mean", "layer 5 (BatchNormalization).running_var",
+            "layer 5 (BatchNormalization).num_batches_tracked"} <= set(result.weight_errors)
+    assert result.max_loss_rel_error <= 1e-9, str(result)
+    assert result.max_weight_rel_error <= 1e-9, str(result)
+
+
 def test_training_comparison_notices_an_optimizer_bug() -> None:
     class SlightlyWrongSGD(optimizers.GradientDescent):
         """Forgets the momentum buffer every 10th step."""

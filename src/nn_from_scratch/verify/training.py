@@ -31,7 +31,8 @@ class TrainingComparison:
     dtype: np.dtype
     losses: np.ndarray  # ours, one per step
     reference_losses: np.ndarray
-    weight_errors: dict[str, ErrorStat] = field(default_factory=dict)  # "layer 0 (Convolution).W" -> error
+    # "layer 0 (Convolution).W" -> error, for every parameter and buffer (batch-norm running statistics)
+    weight_errors: dict[str, ErrorStat] = field(default_factory=dict)
 
     @property
     def loss_rel_errors(self) -> np.ndarray:
@@ -92,6 +93,11 @@ def compare_training(
     batch of all N), used in order and cycled. ``optimizer`` defaults to the model's; a fresh
     one with the same settings is made for each side. The model itself is not changed.
     Models with dropout are refused (the two sides cannot draw the same masks).
+
+    A parameter whose exact gradient is zero (the bias of a convolution followed by batch norm)
+    gets rounding noise as its gradient on each side; SGD leaves it near its start, but Adam and
+    RMSProp normalise the noise into steps of their own, so such a parameter can differ (at a
+    tiny absolute level) without any bug.
     """
     if reference != "torch":
         raise ValueError(f"compare_training: only reference='torch' is supported, got {reference!r}")
@@ -153,6 +159,10 @@ def compare_training(
             ref_params = twin.read(lambda t: t.detach().numpy().copy())
             for name, p in layer.parameters().items():
                 errors[f"{layer_label(i, layer)}.{name}"] = ErrorStat.of(p, ref_params[name])
+            ref_buffers = twin.read_buffers(lambda t: t.detach().numpy().copy())
+            for name, b in layer.buffers().items():  # running statistics follow torch's rule too
+                if name in ref_buffers:
+                    errors[f"{layer_label(i, layer)}.{name}"] = ErrorStat.of(b, ref_buffers[name])
     return TrainingComparison(reference, dtype, np.array(losses), np.array(ref_losses), errors)
 
 
