@@ -146,3 +146,33 @@ def test_relu_backward_equals_masked_gradient():
         dx = relu.backward(g)
         assert dx.dtype == dtype
         np.testing.assert_array_equal(dx, np.where(x > 0, g, 0))
+
+
+def test_skipping_the_input_gradient_keeps_the_parameter_gradients():
+    """``need_input_grad=False`` (the first layer in training) returns None and the same dW, dB."""
+    from nn_from_scratch.losses import SoftMaxLoss
+    from nn_from_scratch.model import Sequential
+    from nn_from_scratch.neurons import Linear
+    from nn_from_scratch.nodes import Vectorization
+
+    rng = np.random.default_rng(5)
+    for first in (
+        Convolution((2, 7, 7), 3, 3, padding=1, dtype=np.float64),  # fast path
+        Convolution((2, 7, 7), 3, 3, stride=2, dtype=np.float64),  # reference path
+    ):
+        model = Sequential([first, ReLU(), Vectorization(), Linear(output_dim=4, dtype=np.float64)], loss=SoftMaxLoss(), seed=1)
+        x, labels = rng.standard_normal((5, 2, 7, 7)), rng.integers(0, 4, 5)
+        model.loss.forward(model.forward(x, training=True), labels)
+        dx = model.backward(model.loss.backward())
+        grads = {k: v.copy() for k, v in first.gradients().items()}
+        assert dx.shape == x.shape
+        assert model.backward(model.loss.backward(), need_input_grad=False) is None
+        for k, v in first.gradients().items():
+            np.testing.assert_array_equal(v, grads[k])
+    linear = Linear(6, 3, dtype=np.float64)
+    linear.forward(rng.standard_normal((4, 6)))
+    dy = rng.standard_normal((4, 3))
+    linear.backward(dy)
+    dW = linear._W_pd.copy()
+    assert linear.backward(dy, need_input_grad=False) is None
+    np.testing.assert_array_equal(linear._W_pd, dW)

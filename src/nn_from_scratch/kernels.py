@@ -160,29 +160,32 @@ def conv2d_backward(
 
 # -- fast convolution -----------------------------------------------------------------------
 # The reference above builds ``cols``, a (C*kh*kw, N*OH*OW) copy of the input: kh*kw times the
-# input's size. For small layers that copy -- and the col2im scatter of the backward pass,
-# kh*kw strided adds of short rows -- is where the time goes, not the multiply (the profile of
-# the seed CNN: 80% of a training step in the 7x7 layer's im2col and col2im).
+# input's size, gathered in runs of OW floats. For small layers that copy -- and col2im's
+# kh*kw strided adds of short rows in the backward pass -- is where the time goes, not the
+# multiply (profile of the seed CNN: ~80% of a training step in the 7x7 layer's im2col/col2im).
 #
-# The plan below unrolls the kernel *width* only and reaches the kernel *rows* through views:
+# The plan below keeps the batch as the *innermost* axis (channels, rows, columns, batch: CHWN)
+# and unrolls only the kernel *width*; the kernel *rows* are reached through views:
 #
-#     xp  (C, Hp, N, Wp)          the zero-padded input, batch axis inside the rows
-#     U   (C, kw, Hp, N, OW)      U[c, q, h, n, j] = xp[c, h, n, j*sw + q*dw]   (kw copies, not kh*kw)
-#     U_p = U[:, :, p*dh : p*dh + OH]  viewed as (C*kw, OH*N*OW)
+#     xp  (C, Hp, Wp, N)          the zero-padded input, batch innermost
+#     U   (C, kw, Hp, OW, N)      U[c, q, h, j, n] = xp[c, h, j*sw + q*dw, n]     (kw copies, not kh*kw)
+#     U_p = U[:, :, p*dh : p*dh + OH]  viewed as (C*kw, OH*OW*N)
 #
-# With the batch axis inside the rows, ``U_p`` is a plain strided matrix (row stride Hp*N*OW),
-# so BLAS takes it without a copy, and it holds exactly the rows ``(c, p, :)`` of the
-# reference ``cols`` (pixels ordered (i, n, j) instead of (n, i, j)). Hence, with
-# ``W_p = W[:, :, p, :]`` as (O, C*kw) and ``dy`` as (O, OH*N*OW):
+# ``U_p`` is a plain strided matrix (row stride Hp*OW*N), so BLAS takes it without a copy, and
+# it holds exactly the rows ``(c, p, :)`` of the reference ``cols`` (pixels ordered (i, j, n)).
+# With ``W_p = W[:, :, p, :]`` as (O, C*kw) and ``dy`` as (O, OH*OW*N):
 #
 #     y  = sum_p W_p @ U_p                     kh matrix products, no kh-fold copy
 #     dW[:, :, p, :] = dy @ U_p.T
-#     dx = adjoint of the above: see _dx_by_rows and _dx_by_stacked_dy.
+#     dx = the adjoint of the forward: see _dx_by_rows and _dx_by_stacked_dy
 #
-# This needs stride 1 along the height (so that consecutive output rows are consecutive input
-# rows); any width stride, any dilation and any padding work. Other layers use the reference.
-# Outputs are returned as (N, C, H, W) *views* of (C, H, N, W)-ordered arrays: the next
-# convolution reads that order fastest, and element-wise layers keep it.
+# With the batch innermost every copy and add moves runs of OW*N floats (whole output rows of
+# the batch) instead of OW, which is what makes the unrolling, the padding and the adjoint cheap.
+#
+# It needs stride 1 along the height (consecutive output rows = consecutive input rows); any
+# width stride, dilation and padding work. Other geometries use the reference. Results are
+# returned as (N, C, H, W) *views* of CHWN-ordered arrays: the next convolution reads that
+# order without a transposing copy, and element-wise layers keep it.
 
 
 def fast_conv_supported(geom: ConvGeometry) -> bool:
@@ -193,12 +196,12 @@ def fast_conv_supported(geom: ConvGeometry) -> bool:
 class Conv2dPlan:
     """The fast convolution for one input shape, with its work buffers (allocated once).
 
-    ``forward(x, W, b)`` then ``backward(dy, W)`` compute exactly what :func:`conv2d_forward`
-    and :func:`conv2d_backward` compute (up to float rounding; tested against them).
+    ``forward(x, W, b)`` then ``backward(dy, W)`` compute what :func:`conv2d_forward` and
+    :func:`conv2d_backward` compute (up to float rounding; tests/test_kernels.py checks it).
 
     Buffer lifetimes: ``U`` and the padded input are overwritten by every ``forward`` and read
     by the ``backward`` that follows it, like the reference's ``cols``. The arrays returned
-    (``y``, ``dx``, ``dW``, ``db``) are freshly allocated and never reused.
+    (``y``, ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
     """
 
     def __init__(self, x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, dtype: np.dtype) -> None:
@@ -214,25 +217,28 @@ class Conv2dPlan:
         self.hp, self.wp = h + pt + pb, w + pl + pr
         kh, kw = geom.kh, geom.kw
         self.taps_k = c * kw  # rows of each U_p
-        self.pixels = self.oh * n * self.ow  # columns of each U_p
+        self.pixels = self.oh * self.ow * n  # columns of each U_p
         # Zero borders are written once; each forward only overwrites the interior.
-        self._xpad = np.zeros((c, self.hp, n, self.wp), dtype) if any(geom.padding) else None
-        self._U = np.empty((c, kw, self.hp, n, self.ow), dtype)
-        self._partial = np.empty((o, self.pixels), dtype) if kh > 1 else None
-        self._dy = np.empty((o, self.oh, n, self.ow), dtype)
-        self._Z: np.ndarray | None = None  # dx work buffers, allocated on the first backward that needs them
+        self._xpad = np.zeros((c, self.hp, self.wp, n), dtype)
+        self._U = np.empty((c, kw, self.hp, self.ow, n), dtype)
+        # The forward works through the pixels in chunks of at most 1 MiB of U_p: measured here
+        # (OpenBLAS, AMD EPYC), a product slows down ~2.5x per pixel once that operand passes
+        # ~1-2 MiB, e.g. (2x28)@(28xP) costs 1.7 ns per pixel at P=16k and 4.5 ns at P=20k.
+        self._chunk = min(self.pixels, max(1024, (1 << 20) // (self.taps_k * dtype.itemsize)))
+        self._partial = np.empty((o, self._chunk), dtype) if kh > 1 else None
+        self._dy = np.empty((o, self.oh, self.ow, n), dtype)
+        self._Z: np.ndarray | None = None  # dx work buffers, allocated by the first backward needing them
         self._Z_partial: np.ndarray | None = None
         self._dy_padded: np.ndarray | None = None
         self._D: np.ndarray | None = None
-        # Kernel choice per shape (single-thread timings on the benchmark layers, see benchmarks/):
+        # Kernel choice per shape (single-thread timings of the benchmark layers, benchmarks/):
         # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
         # speed, while a matrix product with only a few output channels wastes most of BLAS's
         # register tile; with many output channels the matrix product wins.
         self.dW_kernel = "gemv" if o <= 8 else "gemm"
         # dx: whichever moves fewer floats (writes + reads of the intermediates).
-        hp_pixels = self.hp * n * self.ow
         traffic_rows = 3 * kh * self.taps_k * self.pixels
-        traffic_stacked = 2 * (o * kh + self.taps_k) * hp_pixels
+        traffic_stacked = 2 * (o * kh + self.taps_k) * self.hp * self.ow * n
         self.dx_kernel = "rows" if traffic_rows <= traffic_stacked else "stacked_dy"
 
     # -- forward ---------------------------------------------------------------------------
@@ -241,37 +247,42 @@ class Conv2dPlan:
         return self._U[:, :, p * dh : p * dh + self.oh].reshape(self.taps_k, self.pixels)
 
     def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W); fills ``U`` for the backward pass."""
+        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order; fills ``U`` for backward."""
         n, c, h, w = self.x_shape
         o, (kh, kw) = self.out_channels, (self.geom.kh, self.geom.kw)
-        if self._xpad is not None:
-            pt, _, pl, _ = self.geom.padding
-            self._xpad[:, pt : pt + h, :, pl : pl + w] = x.transpose(1, 2, 0, 3)
-            s_c, s_h, s_n, s_w = self._xpad.strides
-            source = self._xpad
+        pt, _, pl, _ = self.geom.padding
+        x_chwn = x.transpose(1, 2, 3, 0)
+        if not any(self.geom.padding) and x_chwn.flags.c_contiguous:
+            source = x_chwn  # already batch-innermost (the output of a previous convolution)
         else:
-            s_n, s_c, s_h, s_w = x.strides  # any memory order of x works
-            source = x
+            self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
+            source = self._xpad
+        s_c, s_h, s_w, s_n = source.strides
         dw, sw = self.geom.dilation[1], self.geom.stride[1]
-        np.copyto(self._U, as_strided(source, self._U.shape, (s_c, s_w * dw, s_h, s_n, s_w * sw)))
+        np.copyto(self._U, as_strided(source, self._U.shape, (s_c, s_w * dw, s_h, s_w * sw, s_n)))
 
         W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
         y = np.empty((o, self.pixels), self.dtype)
-        np.matmul(W_rows[0], self._U_p(0), out=y)
-        for p in range(1, kh):
-            np.matmul(W_rows[p], self._U_p(p), out=self._partial)
-            y += self._partial
+        U_rows = [self._U_p(p) for p in range(kh)]
+        for start in range(0, self.pixels, self._chunk):
+            chunk = slice(start, start + self._chunk)
+            y_chunk = y[:, chunk]
+            np.matmul(W_rows[0], U_rows[0][:, chunk], out=y_chunk)
+            partial = self._partial[:, : y_chunk.shape[1]] if kh > 1 else None
+            for p in range(1, kh):
+                np.matmul(W_rows[p], U_rows[p][:, chunk], out=partial)
+                y_chunk += partial
         if b is not None:
             y += b[:, None]
-        return y.reshape(o, self.oh, n, self.ow).transpose(2, 0, 1, 3)
+        return y.reshape(o, self.oh, self.ow, n).transpose(3, 0, 1, 2)
 
     # -- backward --------------------------------------------------------------------------
     def backward(
         self, dy: np.ndarray, W: np.ndarray, need_dx: bool = True, need_db: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW), after :meth:`forward` on this plan."""
+        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW) after :meth:`forward`; ``None`` for what is not needed."""
         o = self.out_channels
-        dy_t = dy.transpose(1, 2, 0, 3)  # (O, OH, N, OW): the order of y, and of dy after ReLU
+        dy_t = dy.transpose(1, 2, 3, 0)  # (O, OH, OW, N): the order of y, and of dy after ReLU
         if not dy_t.flags.c_contiguous:
             np.copyto(self._dy, dy_t)
             dy_t = self._dy
@@ -302,43 +313,41 @@ class Conv2dPlan:
 
     def _Z_buffer(self) -> np.ndarray:
         if self._Z is None:
-            self._Z = np.empty((self.x_shape[1], self.geom.kw, self.hp, self.x_shape[0], self.ow), self.dtype)
+            self._Z = np.empty((self.x_shape[1], self.geom.kw, self.hp, self.ow, self.x_shape[0]), self.dtype)
         return self._Z
 
     def _dx_from_Z(self, Z: np.ndarray) -> np.ndarray:
-        """Width part of the adjoint: ``dxp[c, h, n, j*sw + q*dw] += Z[c, q, h, n, j]``, then crop."""
+        """Width part of the adjoint: ``dxp[c, h, j*sw + q*dw, n] += Z[c, q, h, j, n]``, then crop."""
         n, c, h, w = self.x_shape
         kw, ow = self.geom.kw, self.ow
         sw, dw = self.geom.stride[1], self.geom.dilation[1]
         pt, _, pl, _ = self.geom.padding
-        dxp = np.zeros((c, self.hp, n, self.wp), self.dtype)
-        Z = Z.reshape(c, kw, self.hp, n, ow)
+        dxp = np.zeros((c, self.hp, self.wp, n), self.dtype)
         for q in range(kw):
-            dxp[:, :, :, q * dw : q * dw + sw * (ow - 1) + 1 : sw] += Z[:, q]
-        return dxp[:, pt : pt + h, :, pl : pl + w].transpose(2, 0, 1, 3)
+            dxp[:, :, q * dw : q * dw + sw * (ow - 1) + 1 : sw, :] += Z[:, q]
+        return dxp[:, pt : pt + h, pl : pl + w, :].transpose(3, 0, 1, 2)
 
     def _dx_by_rows(self, dy_2d: np.ndarray, W: np.ndarray) -> np.ndarray:
         """``Z[:, :, rows of p] += W_p.T @ dy`` for each kernel row p: the adjoint of the forward."""
         n, c = self.x_shape[:2]
-        kh, o, oh = self.geom.kh, self.out_channels, self.oh
+        kh, kw, o, oh = self.geom.kh, self.geom.kw, self.out_channels, self.oh
         dh = self.geom.dilation[0]
         W_rows_t = W.transpose(2, 1, 3, 0).reshape(kh, self.taps_k, o)  # W_p.T
         Z = self._Z_buffer()
         np.matmul(W_rows_t[0], dy_2d, out=Z[:, :, :oh].reshape(self.taps_k, self.pixels))
         Z[:, :, oh:] = 0
-        if self._Z_partial is None:
+        if kh > 1 and self._Z_partial is None:
             self._Z_partial = np.empty((self.taps_k, self.pixels), self.dtype)
-        partial = self._Z_partial
         for p in range(1, kh):
-            np.matmul(W_rows_t[p], dy_2d, out=partial)
-            Z[:, :, p * dh : p * dh + oh] += partial.reshape(c, self.geom.kw, oh, n, self.ow)
+            np.matmul(W_rows_t[p], dy_2d, out=self._Z_partial)
+            Z[:, :, p * dh : p * dh + oh] += self._Z_partial.reshape(c, kw, oh, self.ow, n)
         return self._dx_from_Z(Z)
 
     def _dx_by_stacked_dy(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
         """One matrix product over (output channel, kernel row), then the width part.
 
         ``D[o, p, h] = dy[o, h - p*dh]`` (zero outside) stacks the kernel rows of ``dy``, so that
-        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a single (C*kw, O*kh) @ (O*kh, Hp*N*OW).
+        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a single (C*kw, O*kh) @ (O*kh, Hp*OW*N).
         Cheaper than :meth:`_dx_by_rows` when there are few output channels and many kernel rows.
         """
         n = self.x_shape[0]
@@ -346,12 +355,12 @@ class Conv2dPlan:
         dh = self.geom.dilation[0]
         margin = (kh - 1) * dh
         if self._dy_padded is None:
-            self._dy_padded = np.zeros((o, oh + 2 * margin, n, self.ow), self.dtype)  # zero rows stay zero
-            self._D = np.empty((o, kh, self.hp, n, self.ow), self.dtype)
+            self._dy_padded = np.zeros((o, oh + 2 * margin, self.ow, n), self.dtype)  # zero rows stay zero
+            self._D = np.empty((o, kh, self.hp, self.ow, n), self.dtype)
         self._dy_padded[:, margin : margin + oh] = dy_t
         start = self._dy_padded[:, margin:]
-        s_o, s_h, s_n, s_j = start.strides
-        np.copyto(self._D, as_strided(start, self._D.shape, (s_o, -dh * s_h, s_h, s_n, s_j)))
+        s_o, s_h, s_j, s_n = start.strides
+        np.copyto(self._D, as_strided(start, self._D.shape, (s_o, -dh * s_h, s_h, s_j, s_n)))
         W_stacked = W.transpose(1, 3, 0, 2).reshape(self.taps_k, o * kh)
         Z = self._Z_buffer()
         np.matmul(W_stacked, self._D.reshape(o * kh, -1), out=Z.reshape(self.taps_k, -1))

@@ -66,6 +66,9 @@ class Sequential:
             self.add(layer)
         if input_shape is not None:
             self.build(tuple(input_shape))
+        elif self.layers and self.layers[0].built:
+            # The first layer knows its input (e.g. Linear(800, 10)): every shape is known now.
+            self.build(self.layers[0].input_shape)
 
     def add(self, layer: Layer) -> None:
         """Append a layer. Its random draws (weights, dropout masks) come from the model's generator."""
@@ -146,8 +149,16 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate ``dL_dy`` through every layer; return dL/dx of the model's input.
+
+        With ``need_input_grad=False`` (what training uses) a first layer that can skip dL/dx
+        (``can_skip_input_grad``: Convolution, Linear) does, and ``None`` may be returned --
+        as torch skips the gradient of an input that does not require one.
+        """
+        for i, layer in enumerate(reversed(self.layers)):
+            if not need_input_grad and i == len(self.layers) - 1 and getattr(layer, "can_skip_input_grad", False):
+                return layer.backward(dL_dy, need_input_grad=False)
             dL_dy = layer.backward(dL_dy)
         return dL_dy
 
@@ -163,7 +174,7 @@ class Sequential:
         logits = self.forward(x, training=True)
         loss = float(self.loss.forward(logits, y))
         if math.isfinite(loss):
-            self.backward(self.loss.backward())
+            self.backward(self.loss.backward(), need_input_grad=False)
             self.optimizer.step(self.layers)
         return loss, logits
 

@@ -185,17 +185,29 @@ class Convolution(Neuron):
             plan = self._plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
         return plan.forward(x, self.W, bias)
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+    # Sequential's training step calls backward(..., need_input_grad=False) on a first layer that has this.
+    can_skip_input_grad = True
+
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Store dL/dW (and dL/dB); return dL/dx, or ``None`` when ``need_input_grad`` is False.
+
+        Skipping dL/dx is for the first layer of a model, whose input needs no gradient: torch
+        skips it the same way for an input without ``requires_grad``.
+        """
         dL_dy = np.asarray(dL_dy, dtype=self.dtype)
         expected = (self._x_shape[0],) + self.output_shape
         if dL_dy.shape != expected:
             raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
         if self._last_pass_fast:
-            dx, self._W_pd, db = self._plan.backward(dL_dy, self.W, need_db=self.use_bias)
+            dx, self._W_pd, db = self._plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
         else:
-            dx, self._W_pd, db = kernels.conv2d_backward(dL_dy, self._cols, self._x_shape, self.W, self.geometry)
+            dx, self._W_pd, db = kernels.conv2d_backward(
+                dL_dy, self._cols, self._x_shape, self.W, self.geometry, need_dx=need_input_grad
+            )
         if self.use_bias:
             self._B_pd = db
+        if dx is None:
+            return None
         return dx[:, 0] if self._added_channel_axis else dx
 
     def get_config(self) -> dict[str, Any]:

@@ -93,7 +93,14 @@ class Linear(Neuron):
         self._x = x
         return x @ self.W[1:] + self.W[0]
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+    # Sequential's training step calls backward(..., need_input_grad=False) on a first layer that has this.
+    can_skip_input_grad = True
+
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Store dL/dW (overwriting the previous one, like torch's ``.grad``); return dL/dx.
+
+        ``need_input_grad=False`` skips dL/dx and returns ``None`` (first layer of a model).
+        """
         dL_dy = np.asarray(dL_dy, dtype=self.dtype)
         if dL_dy.shape != (self._x.shape[0], self.n_out):
             raise ValueError(f"{self.name}: expected dL_dy of shape {(self._x.shape[0], self.n_out)}, got {dL_dy.shape}")
@@ -101,7 +108,7 @@ class Linear(Neuron):
         np.matmul(self._x.T, dL_dy, out=grad[1:])
         np.sum(dL_dy, axis=0, out=grad[0])
         self._W_pd = grad
-        return dL_dy @ self.W[1:].T
+        return dL_dy @ self.W[1:].T if need_input_grad else None
 
     def get_config(self) -> dict[str, Any]:
         return {
