@@ -210,7 +210,7 @@ def _conv_pads(layer: Convolution, where: str) -> Any:
 
 
 def _require_image(ctx: KerasContext, layer: Layer) -> None:
-    if ctx.layout is not IMAGE and ctx.layout.kind != "image":
+    if ctx.layout.kind != "image":
         raise ValueError(f"{ctx.where}: expected an image input (batch, C, H, W) on the Keras side, got per-sample shape {ctx.shape}")
 
 
