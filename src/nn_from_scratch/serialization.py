@@ -112,11 +112,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} {value!r} in the model file's JSON")
 
 
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns 0-d arrays (batch norm's step counter) into shape (1,).
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
 def _digest(architecture: str, tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     h.update(architecture.encode())
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = _contiguous(tensors[name])
         h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
         h.update(a.reshape(-1).view(np.uint8))
     return h.hexdigest()
@@ -158,7 +163,7 @@ def model_to_tensors(model: Sequential, include_optimizer: bool = True) -> tuple
         )
     for layer in model.layers:
         _check_registered(layer, LAYERS, "layer")
-    tensors = {name: np.ascontiguousarray(a) for name, a in _named_state(model)}
+    tensors = {name: _contiguous(a) for name, a in _named_state(model)}
     architecture: dict[str, Any] = {
         "class": "Sequential",
         "name": model.name,
@@ -186,7 +191,7 @@ def model_to_tensors(model: Sequential, include_optimizer: bool = True) -> tuple
                     if slot == "param":
                         continue
                     if isinstance(value, np.ndarray):
-                        tensors[f"optimizer.{name[len('layers.'):]}.{slot}"] = np.ascontiguousarray(value)
+                        tensors[f"optimizer.{name[len('layers.'):]}.{slot}"] = _contiguous(value)
                     else:
                         scalars[slot] = value
                 architecture["optimizer"]["state"][name] = scalars
@@ -263,7 +268,14 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         tensors = st_numpy.load(data)
     except Exception as error:  # safetensors raises its own SafetensorError (and others for odd input)
         raise ModelFileError(f"{path}: not a valid safetensors file (corrupt or truncated?): {error}") from None
-    metadata = _read_metadata(data, path)
+    header = _read_header(data, path)
+    metadata = header.get("__metadata__")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    for name, tensor in tensors.items():
+        # safetensors' numpy reader returns 0-d tensors as shape (1,); the header has the truth.
+        shape = tuple(header.get(name, {}).get("shape", tensor.shape))
+        if tensor.shape != shape:
+            tensors[name] = tensor.reshape(shape)
     if metadata.get("format") != FORMAT:
         raise ModelFileError(
             f"{path}: a safetensors file, but not a model saved by nn_from_scratch "
@@ -286,15 +298,16 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return architecture, tensors
 
 
-def _read_metadata(data: bytes, path: str) -> dict[str, str]:
-    # The header was validated by safetensors above; its metadata is the "__metadata__" entry.
+def _read_header(data: bytes, path: str) -> dict[str, Any]:
+    # The header was validated by safetensors above: 8 bytes of length, then a JSON object.
     header_length = int.from_bytes(data[:8], "little")
     try:
         header = json.loads(data[8 : 8 + header_length])
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelFileError(f"{path}: unreadable safetensors header: {error}") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: unreadable safetensors header")
+    return header
 
 
 def _build(entry: Any, registry: dict[str, type], what: str, path: str) -> Any:
