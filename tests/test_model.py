@@ -396,3 +396,25 @@ def test_neural_network_is_fit_over_its_batches_in_order():
     np.testing.assert_array_equal(net.layers[0].W, twin.layers[0].W)
     assert loss == pytest.approx(np.mean(losses[-1]), rel=1e-12)
     assert isinstance(net.model, Sequential)
+
+
+# -- the zoo's LeNet-5 and the main job ----------------------------------------------------------
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_lenet5_shapes_and_parameter_count(batch_norm):
+    from nn_from_scratch import zoo
+
+    model = zoo.lenet5(seed=0, batch_norm=batch_norm)
+    shapes = [layer.output_shape for layer in model.layers if type(layer).__name__ in ("MaxPooling", "Linear")]
+    assert shapes == [(6, 14, 14), (16, 5, 5), (120,), (84,), (10,)]
+    conv = (5 * 5 * 1 * 6 + 5 * 5 * 6 * 16) + (0 if batch_norm else 6 + 16)
+    norm = 2 * (6 + 16) if batch_norm else 0
+    dense = (400 + 1) * 120 + (120 + 1) * 84 + (84 + 1) * 10
+    assert model.count_params() == conv + norm + dense
+
+
+def test_main_job_trains_lenet(capsys):
+    from nn_from_scratch import cli
+
+    assert cli.main(["train", "--model", "lenet", "--train-size", "256", "--epochs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "trained lenet for 1 epoch(s)" in out and re.search(r"test accuracy: 0\.\d{4}", out)
