@@ -192,7 +192,7 @@ def print_memory(mem: dict[str, dict]) -> None:
     print("peak memory (fresh process per library):")
     for name, m in mem.items():
         extra = f", NumPy peak in one step (tracemalloc) {m['tracemalloc_kib'] / 1024:.1f} MiB" if "tracemalloc_kib" in m else ""
-        print(f"  {name:16s} peak RSS growth while training {m['rss_growth_kib'] / 1024:.1f} MiB{extra}")
+        print(f"  {name:16s} peak RSS growth while running {m['rss_growth_kib'] / 1024:.1f} MiB{extra}")
 
 
 def parse_args(description: str, steps: int, reps: int) -> argparse.Namespace:
@@ -202,7 +202,7 @@ def parse_args(description: str, steps: int, reps: int) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, help="BLAS and torch threads (default: NumPy's BLAS default)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
-    p.add_argument("--memory-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)  # internal: which library to measure
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args()
     if args.threads:

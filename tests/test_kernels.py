@@ -59,7 +59,8 @@ def test_fast_conv_matches_reference(dtype, tol, seed):
     for _ in range(12):
         geom, x, W, b, dy = random_case(rng, dtype)
         y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
-        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype)
+        chunk = int(rng.integers(1, 40))  # several pixel chunks, the last one partial
+        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk)
         y = plan.forward(x, W, b)
         assert y.dtype == dtype and rel_err(y, y_ref) <= tol, geom
         for dW_kernel in DW_KERNELS:

@@ -204,7 +204,14 @@ class Conv2dPlan:
     (``y``, ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
     """
 
-    def __init__(self, x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, dtype: np.dtype) -> None:
+    def __init__(
+        self,
+        x_shape: tuple[int, int, int, int],
+        out_channels: int,
+        geom: ConvGeometry,
+        dtype: np.dtype,
+        chunk_pixels: int | None = None,
+    ) -> None:
         if not fast_conv_supported(geom):
             raise ValueError(f"Conv2dPlan: needs stride 1 along the height, got stride {geom.stride}")
         n, c, h, w = x_shape
@@ -221,25 +228,32 @@ class Conv2dPlan:
         # Zero borders are written once; each forward only overwrites the interior.
         self._xpad = np.zeros((c, self.hp, self.wp, n), dtype)
         self._U = np.empty((c, kw, self.hp, self.ow, n), dtype)
-        # The forward works through the pixels in chunks of at most 1 MiB of U_p: measured here
-        # (OpenBLAS, AMD EPYC), a product slows down ~2.5x per pixel once that operand passes
-        # ~1-2 MiB, e.g. (2x28)@(28xP) costs 1.7 ns per pixel at P=16k and 4.5 ns at P=20k.
-        self._chunk = min(self.pixels, max(1024, (1 << 20) // (self.taps_k * dtype.itemsize)))
+        # The forward works through the pixels in chunks whose U_p, y and partial-sum slices
+        # take at most 2 MiB, so the kh products and sums of a chunk stay in cache. Measured here
+        # (OpenBLAS, AMD EPYC, one thread): the seed CNN's 7x7 layer 0.86 -> 0.45 ms, LeNet's
+        # first layer 0.66 -> 0.40 ms; (2x28)@(28xP) alone costs 1.7 ns per pixel at P=16k and
+        # 4.5 ns at P=20k.
+        bytes_per_pixel = (self.taps_k + 2 * o) * dtype.itemsize
+        self._chunk = min(self.pixels, chunk_pixels or max(1024, (2 << 20) // bytes_per_pixel))
         self._partial = np.empty((o, self._chunk), dtype) if kh > 1 else None
         self._dy = np.empty((o, self.oh, self.ow, n), dtype)
         self._Z: np.ndarray | None = None  # dx work buffers, allocated by the first backward needing them
         self._Z_partial: np.ndarray | None = None
         self._dy_padded: np.ndarray | None = None
         self._D: np.ndarray | None = None
-        # Kernel choice per shape (single-thread timings of the benchmark layers, benchmarks/):
+        # Kernel choice per shape (from single-thread timings of the same five layers):
         # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
         # speed, while a matrix product with only a few output channels wastes most of BLAS's
         # register tile; with many output channels the matrix product wins.
         self.dW_kernel = "gemv" if o <= 8 else "gemm"
-        # dx: whichever moves fewer floats (writes + reads of the intermediates).
-        traffic_rows = 3 * kh * self.taps_k * self.pixels
-        traffic_stacked = 2 * (o * kh + self.taps_k) * self.hp * self.ow * n
-        self.dx_kernel = "rows" if traffic_rows <= traffic_stacked else "stacked_dy"
+        # dx: the cheaper by a cost model of floats moved through the intermediates plus
+        # multiply-adds, with one float moved costing as much as 12 flops (fitted on the four
+        # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer: it picks the faster
+        # kernel for each of them, single-thread timings).
+        stacked_pixels = self.hp * self.ow * n
+        cost_rows = 12 * 3 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
+        cost_stacked = 12 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
+        self.dx_kernel = "rows" if cost_rows <= cost_stacked else "stacked_dy"
 
     # -- forward ---------------------------------------------------------------------------
     def _U_p(self, p: int) -> np.ndarray:
