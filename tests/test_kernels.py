@@ -177,3 +177,28 @@ def test_skipping_the_input_gradient_keeps_the_parameter_gradients():
     dW = linear._W_pd.copy()
     assert linear.backward(dy, need_input_grad=False) is None
     np.testing.assert_array_equal(linear._W_pd, dW)
+
+
+def test_max_pooling_keeps_the_memory_order_of_its_input():
+    """A batch-innermost input (a convolution's output) gives the same values, in the same order."""
+    rng = np.random.default_rng(8)
+    geom = kernels.ConvGeometry(2, 2, (2, 2), (1, 1), (0, 0, 0, 0))
+    x = np.maximum(rng.standard_normal((5, 3, 8, 6)), 0)  # ReLU output: many ties at 0
+    x_chwn = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    y, argmax = kernels.max_pool2d_forward(x, geom)
+    y2, argmax2 = kernels.max_pool2d_forward(x_chwn, geom)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(argmax, argmax2)
+    assert y2.transpose(1, 2, 3, 0).flags.c_contiguous
+    dy = rng.standard_normal(y.shape)
+    dx = kernels.max_pool2d_backward(dy, argmax, x.shape, geom)
+    dx2 = kernels.max_pool2d_backward(dy, argmax2, x.shape, geom)
+    np.testing.assert_array_equal(dx, dx2)
+    assert dx2.transpose(1, 2, 3, 0).flags.c_contiguous
+
+
+def test_zeros_in_layout_of():
+    like = np.empty((2, 3, 4, 5)).transpose(3, 0, 1, 2)  # shape (5, 2, 3, 4), axis 0 innermost
+    z = kernels.zeros_in_layout_of(like, (7, 2, 3, 4), np.float32)
+    assert z.shape == (7, 2, 3, 4) and z.dtype == np.float32 and not z.any()
+    assert z.transpose(1, 2, 3, 0).flags.c_contiguous

@@ -61,6 +61,12 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Zeros of ``shape`` laid out in memory like ``like`` (same axis order by stride), e.g. batch-innermost."""
+    order = np.argsort([-abs(s) for s in like.strides], kind="stable")
+    return np.zeros([shape[i] for i in order], dtype).transpose(np.argsort(order))
+
+
 def pad2d(x: np.ndarray, padding: Padding4) -> np.ndarray:
     """Zero-pad the last two axes of ``x`` by ``(top, bottom, left, right)``."""
     pt, pb, pl, pr = padding
@@ -433,10 +439,12 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     """
     xp = pad2d_constant(x, geom.padding, -np.inf)
     windows = pool_windows(xp, geom)
-    y = windows[..., 0, 0].copy()
+    # Outputs in the memory order of x (order "K"): a convolution's output is batch-innermost
+    # (see Conv2dPlan), and mixing orders makes every element-wise pass a strided gather.
+    y = windows[..., 0, 0].copy(order="K")
     taps = geom.kh * geom.kw
-    argmax = np.zeros(y.shape, dtype=np.uint8 if taps <= 256 else np.int32)
-    better = np.empty(y.shape, dtype=bool)
+    argmax = np.zeros_like(y, dtype=np.uint8 if taps <= 256 else np.int32)
+    better = np.empty_like(y, dtype=bool)
     for t in range(1, taps):
         tap = windows[..., t // geom.kw, t % geom.kw]
         np.greater(tap, y, out=better)
@@ -454,11 +462,11 @@ def max_pool2d_backward(
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
     oh, ow = dy.shape[2:]
-    dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dy.dtype)
+    dxp = zeros_in_layout_of(argmax, (n, c, h + pt + pb, w + pl + pr), dy.dtype)  # x's memory order
     overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
     # dy * [argmax == t] is ~10x faster than np.where, but inf * 0 would be NaN: only when finite.
     finite = bool(np.isfinite(dy).all())
-    share = np.empty_like(dy)
+    share = np.empty_like(argmax, dtype=dy.dtype)
     for t in range(geom.kh * geom.kw):
         rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
         if finite:
