@@ -333,3 +333,32 @@ def test_keras_float64_arithmetic_is_restored() -> None:
     with keras_interop.float64_arithmetic():
         assert dtypes.result_type("float64", "float64") == "float64"
     assert dict(getattr(dtypes, "BIT64_TO_BIT32_DTYPE", {})) == before
+
+
+def _library_classes(module, base) -> list[type]:
+    import inspect
+
+    return [c for c in vars(module).values() if inspect.isclass(c) and issubclass(c, base) and c is not base]
+
+
+def test_every_layer_loss_and_optimizer_of_the_library_has_a_converter() -> None:
+    """New layers must come with converters: this lists what the library exports and checks the tables."""
+    from nn_from_scratch import losses, neurons, nodes, optimizers
+    from nn_from_scratch.interfaces import Layer, Optimizer
+    from nn_from_scratch.interop import torch as interop_torch
+
+    layers = _library_classes(nodes, Layer) + _library_classes(neurons, Layer)
+    assert len(layers) >= 13
+    missing = [c.__name__ for c in layers if not any(issubclass(c, k) for k in interop_torch.TO_TORCH)]
+    assert not missing, f"no torch converter for {missing}"
+    loss_classes = _library_classes(losses, losses.Loss)
+    missing = [c.__name__ for c in loss_classes if not any(issubclass(c, k) for k in interop_torch.TORCH_LOSSES)]
+    assert not missing, f"no torch loss for {missing}"
+    missing = [c.__name__ for c in _library_classes(optimizers, Optimizer)
+               if not any(issubclass(c, k) for k in interop_torch.TORCH_OPTIMIZERS)]
+    assert not missing, f"no torch optimizer for {missing}"
+    if keras_interop is not None:
+        missing = [c.__name__ for c in layers if not any(issubclass(c, k) for k in keras_interop.TO_KERAS)]
+        assert not missing, f"no Keras converter for {missing}"
+        missing = [c.__name__ for c in loss_classes if not any(issubclass(c, k) for k in keras_interop.KERAS_LOSSES)]
+        assert not missing, f"no Keras loss for {missing}"

@@ -1,7 +1,8 @@
 """``verify.compare`` and ``verify.compare_training`` against torch and Keras.
 
 * The seed notebook's CNN (Part 1), on a real MNIST batch, agrees with its torch and Keras twins
-  layer by layer in float32 and float64 (the largest relative error is printed and recorded).
+  layer by layer in float32 and float64, local and end to end (the largest relative error is
+  printed and recorded).
 * ``compare`` catches planted bugs and names the layer where the error enters, no earlier one.
 * ``compare_training`` agrees with torch.optim over 100 steps to 1e-9 relative in float64, and
   notices a planted optimizer bug.
@@ -65,14 +66,15 @@ def mnist_batch() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+@pytest.mark.parametrize("mode", ["local", "end_to_end"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("reference", REFERENCES)
-def test_seed_cnn_agrees_with_reference(mnist_batch, reference: str, dtype, record_property) -> None:
+def test_seed_cnn_agrees_with_reference(mnist_batch, reference: str, dtype, mode: str, record_property) -> None:
     x, y = mnist_batch
     model = seed_cnn()
-    report = compare(model, x, y, reference=reference, dtype=dtype)
+    report = compare(model, x, y, reference=reference, dtype=dtype, mode=mode)
     print(f"\n{report}")
-    record_property(f"max_rel_error_{reference}_{np.dtype(dtype).name}", report.max_rel_error)
+    record_property(f"max_rel_error_{reference}_{np.dtype(dtype).name}_{mode}", report.max_rel_error)
     assert report.ok, str(report)
     assert report.first_divergence is None
     assert report.max_rel_error <= DEFAULT_TOLERANCES[np.dtype(dtype)]
@@ -110,13 +112,14 @@ def _plant(monkeypatch, layer, *, forward=None, backward=None) -> None:
         monkeypatch.setattr(layer, "backward", lambda dy: backward(cls.backward(layer, dy)))
 
 
+@pytest.mark.parametrize("mode", ["local", "end_to_end"])
 @pytest.mark.parametrize("reference", REFERENCES)
-def test_flipped_conv_dx_is_found_at_that_layer(monkeypatch, mnist_batch, reference: str) -> None:
+def test_flipped_conv_dx_is_found_at_that_layer(monkeypatch, mnist_batch, reference: str, mode: str) -> None:
     """The second conv returns dL/dx flipped left-right; only the backward pass is wrong."""
     x, y = mnist_batch
     model = seed_cnn()
     _plant(monkeypatch, model.layers[2], backward=lambda dx: dx[..., ::-1].copy())
-    report = compare(model, x, y, reference=reference, dtype=np.float64)
+    report = compare(model, x, y, reference=reference, dtype=np.float64, mode=mode)
     print(f"\n{report}")
     assert not report.ok
     assert report.first_divergence.index == 2, str(report)
@@ -127,16 +130,20 @@ def test_flipped_conv_dx_is_found_at_that_layer(monkeypatch, mnist_batch, refere
     assert not report.rows[2].input_grad.ok(report.tol)
     assert report.rows[2].param_grads["W"].ok(report.tol)  # dW does not use dx
     assert "first divergence at 2 Convolution" in str(report)
+    # Local rows feed the reference our (wrong) gradient, so the layers before agree with it;
+    # end to end, the wrong gradient reaches them.
+    assert all(row.backward_ok(report.tol) for row in report.rows[:2]) == (mode == "local")
 
 
-def test_wrong_forward_is_found_at_that_layer(monkeypatch, mnist_batch) -> None:
+@pytest.mark.parametrize("mode", ["local", "end_to_end"])
+def test_wrong_forward_is_found_at_that_layer(monkeypatch, mnist_batch, mode: str) -> None:
     """A ReLU that leaks 1% of negative inputs: the first wrong output names it."""
     x, y = mnist_batch
     model = seed_cnn()
     relu = model.layers[3]
     original = type(relu).forward
     monkeypatch.setattr(relu, "forward", lambda h: original(relu, h) + 0.01 * np.minimum(h, 0))
-    report = compare(model, x, y, reference="torch", dtype=np.float64)
+    report = compare(model, x, y, reference="torch", dtype=np.float64, mode=mode)
     assert report.first_divergence.index == 3, str(report)
     assert all(row.output.ok(report.tol) for row in report.rows[:3])
 
@@ -159,12 +166,13 @@ def test_slightly_wrong_weight_gradient_is_found(monkeypatch, mnist_batch) -> No
     assert report.rows[0].input_grad.ok(report.tol)
 
 
-def test_wrong_loss_gradient_is_found_at_the_loss(monkeypatch, mnist_batch) -> None:
+@pytest.mark.parametrize("mode", ["local", "end_to_end"])
+def test_wrong_loss_gradient_is_found_at_the_loss(monkeypatch, mnist_batch, mode: str) -> None:
     x, y = mnist_batch
     model = seed_cnn()
     original = type(model.loss).backward
     monkeypatch.setattr(model.loss, "backward", lambda: original(model.loss) * 2)  # the seed's missing 1/N, in reverse
-    report = compare(model, x, y, reference="torch", dtype=np.float64)
+    report = compare(model, x, y, reference="torch", dtype=np.float64, mode=mode)
     assert report.first_divergence is report.rows[-1]
     assert report.first_divergence.name == "loss SoftMaxLoss"
 
@@ -196,6 +204,16 @@ def test_batchnorm_pooling_dropout_model_agrees_in_float64(reference: str) -> No
     assert model.layers[1].training is True and model.layers[1].running_mean.dtype == np.float32
 
 
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_zoo_lenet5_agrees_in_float64(mnist_batch, reference: str) -> None:
+    """The library's LeNet-5 (batch norm, max pooling, three dense layers), training mode, on MNIST."""
+    from nn_from_scratch import zoo
+
+    x, y = mnist_batch
+    report = compare(zoo.lenet5(seed=0), x[:16], y[:16], reference=reference, dtype=np.float64, loss=SoftMaxLoss())
+    assert report.ok, str(report)
+
+
 @pytest.mark.parametrize("loss, make_y", [
     (MSELoss(), lambda rng, n: rng.normal(size=(n, 3))),
     (BinaryCrossEntropy(), lambda rng, n: rng.integers(0, 2, size=(n, 3)).astype(float)),
@@ -213,6 +231,8 @@ def test_compare_needs_a_loss() -> None:
         compare([Linear(3, 2)], np.zeros((2, 3)), np.zeros(2, dtype=int))
     with pytest.raises(ValueError, match="reference"):
         compare(seed_cnn(), np.zeros((2, 1, 28, 28)), np.zeros(2, dtype=int), reference="jax")
+    with pytest.raises(ValueError, match="mode"):
+        compare(seed_cnn(), np.zeros((2, 1, 28, 28)), np.zeros(2, dtype=int), mode="global")
 
 
 # -- training ---------------------------------------------------------------------------------

@@ -2,9 +2,25 @@
 compared layer by layer.
 
 The twin is built by :mod:`nn_from_scratch.interop` from the model's current weights, cast to
-the requested dtype. Both sides see the same batch and the same loss. Per layer the report
-gives the error of the layer's output, of ``dL/dx`` (the gradient w.r.t. the layer's input)
-and of every parameter gradient, as
+the requested dtype, with the same loss. Our model runs one forward and backward pass on the
+batch, recording every layer's input, output, ``dL/dx`` and parameter gradients. The twin runs
+one forward and backward pass too, in one of two modes:
+
+* ``mode="local"`` (default) -- each twin layer is fed *our* input of that layer, and its
+  backward pass *our* ``dL/dy`` (``retain_grad``-style leaves, one per layer). Every row of the
+  report then checks one layer on its own: no error is carried from one layer to the next, so a
+  wrong layer is the only failing row, ties and kinks (two equal maxima in a pooling window, a
+  ReLU input at 0) are resolved on identical numbers, and badly conditioned layers (batch norm
+  on a small batch) do not magnify the rounding of the layers before them.
+* ``mode="end_to_end"`` -- the twin runs as a whole on ``x`` (per-layer outputs and input
+  gradients read with ``retain_grad``), as the seed notebook compared with TensorFlow. This
+  also shows how rounding differences grow through the model, but at exact ties (a max pool
+  over a flat MNIST background after batch norm) the two frameworks may route a gradient to
+  different, equally valid, elements, and in float32 a batch norm on a small batch can amplify
+  harmless rounding past the tolerance; use float64 and read such rows with that in mind.
+
+Per layer the report gives the error of the layer's output, of ``dL/dx`` (the gradient w.r.t.
+the layer's input) and of every parameter gradient, as
 
     max_abs = max |ours - reference|        max_rel = max_abs / max |reference|
 
@@ -17,28 +33,23 @@ Default tolerances on ``max_rel`` (``DEFAULT_TOLERANCES``):
 
 * float64 -- ``1e-10``. Unit roundoff is 1.1e-16; a sum of ``K`` terms computed in two
   different orders differs by about ``sqrt(K)`` to ``K`` ulps, so for the ``K`` <= 1e4-1e5
-  reductions of a small CNN, even chained over a few layers, honest differences stay below
-  ~1e-12. Any real bug (an index off by one, a flipped kernel, a missing term) is O(1e-3..1).
+  reductions of a small CNN honest differences stay below ~1e-12 (measured: ~1e-15). Any real
+  bug (an index off by one, a flipped kernel, a missing term) is O(1e-3..1).
 * float32 -- ``1e-5``. Unit roundoff is 6e-8; the same argument gives a few 1e-7 typically and
-  ~1e-6 for the longest reductions (a conv weight gradient sums over batch x pixels), still an
-  order of magnitude under the tolerance, while any bug is far above it.
+  ~1e-6 for the longest reductions (a conv weight gradient sums over batch x pixels; measured
+  on the seed CNN: 1.4e-6), under the tolerance, while any bug is far above it. One layer is
+  ill-conditioned in float32 by nature: batch norm on a feature whose batch standard deviation
+  ``s`` is small next to its values ``x`` rounds to ~``6e-8 * |x| / s`` relative in *every*
+  framework, which passes 1e-5 once ``|x| / s`` nears 100 (small batches make that common).
+  Check such models in float64.
 
-Where a bug shows: a wrong *forward* corrupts the outputs of its layer and of every later one;
-a wrong *backward* corrupts ``dL/dx`` of its layer and every gradient of the layers before it
-(backprop runs in reverse). So ``first_divergence`` is the first layer, in forward order,
-whose output fails; if all outputs agree, the loss row if it fails, else the *last* layer whose
-``dL/dx`` or a parameter gradient fails -- the first failure in backward order. Either way it
-is the layer where the error enters, not a later victim.
-
-Conditioning: an end-to-end comparison carries each layer's rounding difference into the next
-layers, and some layers amplify it -- batch norm on a small batch divides by a small standard
-deviation. In float32 such a model can exceed 1e-5 with both frameworks computing correctly
-(each within ~2e-6 of the float64 result on the same input); compare it in float64. Keras'
-batch norm computes the variance as ``E[x^2] - E[x]^2`` and loses more still in float32.
-
-Kinks: with float32 a ReLU input within rounding of 0 may fall on different sides in the two
-frameworks, which changes one gradient entry by O(1). It is rare (an expected count around
-1e-2 for the seed CNN) but it is not a bug; float64 makes it vanishingly rare.
+``first_divergence``: in local mode, the first failing row (each row is independent). End to
+end, a wrong *forward* corrupts the outputs of its layer and of every later one, and a wrong
+*backward* corrupts ``dL/dx`` of its layer and every gradient of the layers before it (backprop
+runs in reverse); so it is the first layer, in forward order, whose output fails; if all
+outputs agree, the loss row if it fails, else the *last* layer whose ``dL/dx`` or a parameter
+gradient fails -- the first failure in backward order. Either way it is the layer where the
+error enters, not a later victim.
 """
 
 from __future__ import annotations
@@ -131,10 +142,13 @@ class ComparisonReport:
     loss_ours: float
     loss_reference: float
     notes: list[str] = field(default_factory=list)
+    mode: str = "local"
 
     @property
     def first_divergence(self) -> LayerComparison | None:
         """Where the error enters (see the module docstring), or ``None``."""
+        if self.mode == "local":  # every row is checked on its own inputs: the first failing one
+            return next((row for row in self.rows if not (row.forward_ok(self.tol) and row.backward_ok(self.tol))), None)
         for row in self.rows:
             if not row.forward_ok(self.tol):
                 return row
@@ -167,7 +181,7 @@ class ComparisonReport:
         widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [
-            f"compare vs {self.reference}, {self.dtype.name}: max relative error per tensor "
+            f"compare vs {self.reference}, {self.dtype.name}, {self.mode.replace('_', ' ')}: max relative error per tensor "
             f"(max|ours - ref| / max|ref|), tolerance {self.tol:g}",
             fmt.format(*head),
             fmt.format(*("-" * w for w in widths)),
@@ -264,25 +278,51 @@ def _our_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: lis
     return _Pass(outputs, input_grads, param_grads, value, loss_grad)
 
 
-def _torch_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
+@dataclass
+class _Feed:
+    """What the reference is fed. End to end: only ``x``. Local: each layer's input and the
+    gradient w.r.t. its output, as our pass computed them."""
+
+    x: np.ndarray
+    local: bool
+    ours: _Pass | None = None
+
+    def layer_input(self, i: int) -> np.ndarray:
+        return self.x if i == 0 else self.ours.outputs[i - 1]
+
+    def output_grad(self, i: int) -> np.ndarray:
+        n = len(self.ours.outputs)
+        return self.ours.input_grads[i + 1] if i + 1 < n else self.ours.loss_grad
+
+
+def _leaf(torch: Any, a: np.ndarray) -> Any:
+    return torch.from_numpy(np.array(a, copy=True)).requires_grad_(True)
+
+
+def _torch_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: list[bool]) -> _Pass:
     from ..interop import _backend
 
-    torch = _backend("torch").torch
-    torch_loss, torch_twins = _backend("torch").torch_loss, _backend("torch").torch_twins
+    interop_torch = _backend("torch")
+    torch = interop_torch.torch
 
-    twins = torch_twins(layers)
-    x_t = torch.from_numpy(np.array(x, copy=True)).requires_grad_(True)
-    h = x_t
+    twins = interop_torch.torch_twins(layers)
+    h = _leaf(torch, feed.x)
     inputs, outputs = [], []
-    for twin, mode in zip(twins, modes):
+    for i, (twin, mode) in enumerate(zip(twins, modes)):
+        if feed.local and i > 0:
+            h = _leaf(torch, feed.layer_input(i).reshape(tuple(h.shape)))
         inputs.append(h)
         for module in twin.modules:
             module.train(mode)
             h = module(h)
-        if h.requires_grad:
+        if not h.is_leaf:
             h.retain_grad()
         outputs.append(h)
-    value = torch_loss(loss, h, y)
+        if feed.local:
+            h.backward(torch.from_numpy(np.array(feed.output_grad(i), copy=True)).reshape(h.shape))
+    if feed.local:
+        h = _leaf(torch, feed.ours.outputs[-1]) if layers else h
+    value = interop_torch.torch_loss(loss, h, y)
     value.backward()
 
     def grad(t: Any) -> np.ndarray:
@@ -303,7 +343,7 @@ def _np_dtype(t: Any) -> np.dtype:
     return torch.empty(0, dtype=t.dtype).numpy().dtype
 
 
-def _keras_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: list[bool]) -> _Pass:
+def _keras_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: list[bool]) -> _Pass:
     from ..interop import _backend
 
     kinterop = _backend("keras")
@@ -315,27 +355,33 @@ def _keras_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: l
         )
     import torch
 
+    x = feed.x
     twins, layout, _ = kinterop.keras_twins(layers, tuple(x.shape[1:]))
     dtype = np.dtype(x.dtype).name
     # Build the layers (Keras creates weights on first call) and load our weights.
-    kinterop.keras.Sequential([keras.Input(shape=layout.twin_shape(tuple(x.shape[1:])), dtype=dtype)]
-                              + [k for twin in twins for k in twin.layers])
+    keras.Sequential([keras.Input(shape=layout.twin_shape(tuple(x.shape[1:])), dtype=dtype)]
+                     + [k for twin in twins for k in twin.layers])
     for twin in twins:
         twin.load()
 
     with kinterop.float64_arithmetic():
-        x_t = torch.from_numpy(layout.to_twin(np.array(x, copy=True))).requires_grad_(True)
-        h = x_t
+        h = _leaf(torch, layout.to_twin(x))
         inputs, in_layouts, outputs = [], [], []
-        for twin, mode in zip(twins, modes):
+        for i, (twin, mode) in enumerate(zip(twins, modes)):
+            if feed.local and i > 0:
+                h = _leaf(torch, layout.to_twin(feed.layer_input(i)))
             inputs.append(h)
             in_layouts.append(layout)
             for klayer in twin.layers:
                 h = klayer(h, training=mode)
-            if h.requires_grad:
+            if not h.is_leaf:
                 h.retain_grad()
             outputs.append(h)
             layout = twin.out_layout
+            if feed.local:
+                h.backward(torch.from_numpy(layout.to_twin(np.array(feed.output_grad(i), copy=True))))
+        if feed.local and layers:
+            h = _leaf(torch, layout.to_twin(feed.ours.outputs[-1]))
         our_shape = layout.to_ours(np.empty(tuple(h.shape), dtype=np.int8)).shape
         target = kinterop.keras_targets(loss, y, our_shape, layout, dtype)
         value = kinterop.keras_loss(loss, dtype)(torch.from_numpy(np.array(target, copy=True)), h)
@@ -369,6 +415,7 @@ def compare(
     *,
     loss: Loss | None = None,
     training: bool = True,
+    mode: str = "local",
 ) -> ComparisonReport:
     """Compare one forward and backward pass of ``model`` with its torch or Keras twin.
 
@@ -384,6 +431,8 @@ def compare(
     """
     if reference not in _REFERENCES:
         raise ValueError(f"compare: reference must be one of {sorted(_REFERENCES)}, got {reference!r}")
+    if mode not in ("local", "end_to_end"):
+        raise ValueError(f"compare: mode must be 'local' or 'end_to_end', got {mode!r}")
     dtype = np.dtype(dtype)
     tol = default_tolerance(dtype) if tol is None else float(tol)
     layers = model_layers(model)
@@ -407,7 +456,7 @@ def compare(
         ours = _our_pass(layers, loss, x, y, modes)
         # Our first layer may add a channel axis ((N, H, W) -> (N, 1, H, W)); the twin takes the built shape.
         x_twin = x.reshape((len(x),) + tuple(layers[0].input_shape)) if layers else x
-        ref = _REFERENCES[reference](layers, loss, x_twin, y, modes)
+        ref = _REFERENCES[reference](layers, loss, _Feed(x_twin, mode == "local", ours), y, modes)
 
     rows = []
     for i, layer in enumerate(layers):
@@ -427,7 +476,7 @@ def compare(
         output=ErrorStat.of(np.float64(ours.loss), np.float64(ref.loss)),
         input_grad=ErrorStat.of(ours.loss_grad, ref.loss_grad),
     ))
-    return ComparisonReport(reference, dtype, tol, rows, ours.loss, ref.loss, notes)
+    return ComparisonReport(reference, dtype, tol, rows, ours.loss, ref.loss, notes, mode)
 
 
 __all__ = ["ComparisonReport", "DEFAULT_TOLERANCES", "ErrorStat", "LayerComparison", "as_dtype", "compare", "default_tolerance"]
