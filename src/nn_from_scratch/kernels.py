@@ -467,6 +467,9 @@ def max_pool2d_backward(
     # dy * [argmax == t] is ~10x faster than np.where, but inf * 0 would be NaN: only when finite.
     finite = bool(np.isfinite(dy).all())
     share = np.empty_like(argmax, dtype=dy.dtype)
+    if share.strides != dy.strides:  # one transposing copy beats kh*kw strided products
+        np.copyto(share, dy)
+        dy, share = share, np.empty_like(share)
     for t in range(geom.kh * geom.kw):
         rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
         if finite:
