@@ -317,9 +317,9 @@ class Sequential:
                         logs = {"loss": loss_sum / seen}
                         if kind is not None:
                             logs["accuracy"] = correct / judged
-                        bar.update(1)
                         if verbose == 1:
                             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+                        bar.update(1)
                         if not math.isfinite(loss):
                             logs["batch_loss"] = loss
                         cbs.on_batch_end(step, logs)
