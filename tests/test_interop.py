@@ -7,12 +7,15 @@ Float64 throughout, compared at 1e-12 relative (in practice the round trips are 
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+from layer_cases import LAYER_CASES  # noqa: E402
 from nn_from_scratch import interop  # noqa: E402
 from nn_from_scratch.interfaces import Node  # noqa: E402
 from nn_from_scratch.interop import UnsupportedLayerError  # noqa: E402
@@ -37,7 +40,8 @@ def one_torch_thread():
 def assert_same(a: np.ndarray, b: np.ndarray, what: str) -> None:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
-    err = float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+    diff = float(np.max(np.abs(a - b), initial=0.0))
+    err = diff / float(np.max(np.abs(b))) if diff else 0.0
     assert err <= RTOL, f"{what}: relative difference {err:.3e} > {RTOL:g}"
 
 
@@ -362,3 +366,33 @@ def test_every_layer_loss_and_optimizer_of_the_library_has_a_converter() -> None
         assert not missing, f"no Keras converter for {missing}"
         missing = [c.__name__ for c in loss_classes if not any(issubclass(c, k) for k in keras_interop.KERAS_LOSSES)]
         assert not missing, f"no Keras loss for {missing}"
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda case: case.name)
+def test_every_layer_case_converts_both_ways(case) -> None:
+    """Random configurations of every layer in ``layer_cases.py`` (kernel, padding, stride, dilation,
+    pool geometry, batch-norm rank...) convert to torch and Keras, and back, computing the same
+    function. Keras lacks a few configurations (stride with dilation, numeric max-pool padding,
+    cumulative batch-norm averages); those must raise UnsupportedLayerError, naming the layer."""
+    rng = np.random.default_rng([2023, zlib.crc32(case.name.encode())])
+    keras_converted = 0
+    for draw in range(6):
+        layer, x = case.make(rng, np.float64)
+        what = f"{case.name} draw {draw}: {layer!r}, x {x.shape}"
+        model = Sequential([layer])
+        expected = model.predict(x)
+        twin = interop.to_torch(model).eval()
+        assert_same(twin(torch.from_numpy(x)).detach().numpy(), expected, f"torch twin, {what}")
+        assert_same(interop.from_torch(twin).predict(x), expected, f"from_torch(to_torch(m)), {what}")
+        if keras is None or keras.backend.backend() != "torch":
+            continue
+        try:
+            ktwin = interop.to_keras(model, dtype=x.dtype)
+        except UnsupportedLayerError as err:
+            assert type(layer).__name__ in str(err)
+            continue
+        keras_converted += 1
+        assert_same(keras_predict(ktwin, x), expected, f"Keras twin, {what}")
+        assert_same(interop.from_keras(ktwin).predict(x), expected, f"from_keras(to_keras(m)), {what}")
+    if keras is not None and keras.backend.backend() == "torch":
+        assert keras_converted >= 2, f"{case.name}: only {keras_converted} of 6 random configurations convert to Keras"

@@ -39,9 +39,9 @@ def from_torch(module: Any, input_shape: tuple[int, ...] | None = None, loss: An
     return _backend("torch").from_torch(module, input_shape=input_shape, loss=loss, optimizer=optimizer)
 
 
-def to_keras(model: Any, input_shape: tuple[int, ...] | None = None) -> Any:
+def to_keras(model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any = None) -> Any:
     """Our model -> an equivalent channels-last Keras ``Sequential`` (see :mod:`.keras`)."""
-    return _backend("keras").to_keras(model, input_shape=input_shape)
+    return _backend("keras").to_keras(model, input_shape=input_shape, dtype=dtype)
 
 
 def from_keras(keras_model: Any, loss: Any = None, optimizer: Any = None) -> Any:

@@ -9,7 +9,9 @@ input (how the Keras tensor maps onto ours) and returns the layout of its output
 * ``PLAIN`` -- same array on both sides;
 * ``IMAGE`` -- Keras holds ``moveaxis(ours, 1, -1)``;
 * ``flat(perm)`` -- Keras holds ``ours[:, perm]`` (after a ``Flatten`` of an image): the
-  ``Dense`` that consumes it gets its rows permuted, ``W_keras = W[1:][perm]``.
+  ``Dense`` that consumes it gets its rows permuted, ``W_keras = W[1:][perm]``. When nothing
+  consumes it -- the flattened image is the model's output -- the twin flattens as we do
+  instead (``Permute((3, 1, 2))`` then ``Flatten``), so that the outputs match.
 
 Element-wise layers keep the layout. Keras is imported here, with ``KERAS_BACKEND=torch`` set
 first unless the caller chose a backend (or TensorFlow is installed and no backend was chosen).
@@ -140,6 +142,9 @@ class KerasContext:
     shape: tuple[int, ...]  # our per-sample input shape
     dtype: str
     where: str
+    # Flatten images in our (C, H, W) order (Permute, then Flatten) instead of Keras' (H, W, C):
+    # used when a flattened image reaches the model's output, which must then match ours.
+    flatten_channels_first: bool = False
 
 
 TO_KERAS = Registry("to_keras")
@@ -172,30 +177,41 @@ def _shapes(layers: list[Layer], input_shape: tuple[int, ...] | None) -> list[tu
     return shapes
 
 
-def keras_twins(model: Any, input_shape: tuple[int, ...] | None = None) -> tuple[list[KerasTwin], Layout, tuple[int, ...]]:
+def keras_twins(
+    model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any = None
+) -> tuple[list[KerasTwin], Layout, tuple[int, ...]]:
     """One :class:`KerasTwin` per layer, the input layout and our per-sample input shape."""
     layers = model_layers(model)
     shapes = _shapes(layers, input_shape)
-    dtype = _model_dtype(layers)
-    layout = start = input_layout(shapes[0]) if shapes else PLAIN
-    twins = []
-    for i, (layer, shape) in enumerate(zip(layers, shapes)):
-        convert = TO_KERAS.lookup(layer, where=f"layer {i} ")
-        twin = convert(layer, KerasContext(layout, shape, dtype, layer_label(i, layer)))
-        twins.append(twin)
-        layout = twin.out_layout
+    dtype = _model_dtype(layers) if dtype is None else np.dtype(dtype).name
+    start = input_layout(shapes[0]) if shapes else PLAIN
+
+    def convert_all(flatten_channels_first: bool) -> list[KerasTwin]:
+        layout, twins = start, []
+        for i, (layer, shape) in enumerate(zip(layers, shapes)):
+            convert = TO_KERAS.lookup(layer, where=f"layer {i} ")
+            twin = convert(layer, KerasContext(layout, shape, dtype, layer_label(i, layer), flatten_channels_first))
+            twins.append(twin)
+            layout = twin.out_layout
+        return twins
+
+    twins = convert_all(False)
+    if twins and twins[-1].out_layout.kind == "flat":  # the output would come out in Keras' order
+        twins = convert_all(True)
     return twins, start, (shapes[0] if shapes else ())
 
 
-def to_keras(model: Any, input_shape: tuple[int, ...] | None = None) -> "keras.Sequential":
+def to_keras(model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any = None) -> "keras.Sequential":
     """An equivalent Keras ``Sequential`` (channels-last) holding copies of the model's weights.
 
     It takes ``(N, H, W, C)`` images where ours takes ``(N, C, H, W)``; weights and the rows of
     the first ``Dense`` after a ``Flatten`` are rearranged so that it computes the same function.
     The model must be built (or ``input_shape`` given, per sample, ours: ``(C, H, W)``).
+    ``dtype`` (of every Keras layer) defaults to the dtype of the model's first weights, or
+    float32 for a model without weights.
     """
-    twins, layout, shape = keras_twins(model, input_shape)
-    dtype = _model_dtype(model_layers(model))
+    twins, layout, shape = keras_twins(model, input_shape, dtype)
+    dtype = _model_dtype(model_layers(model)) if dtype is None else np.dtype(dtype).name
     net = keras.Sequential([keras.Input(shape=layout.twin_shape(shape), dtype=dtype)]
                            + [k for twin in twins for k in twin.layers])
     for twin in twins:
@@ -270,6 +286,8 @@ def _linear_to_keras(layer: Linear, ctx: KerasContext) -> KerasTwin:
 
 @TO_KERAS.register(Vectorization)
 def _flatten_to_keras(layer: Vectorization, ctx: KerasContext) -> KerasTwin:
+    if ctx.layout.kind == "image" and ctx.flatten_channels_first:
+        return KerasTwin([keras.layers.Permute((3, 1, 2), dtype=ctx.dtype), keras.layers.Flatten(dtype=ctx.dtype)], PLAIN)
     if ctx.layout.kind == "image":
         out = flat(chw_to_hwc_perm(*ctx.shape))
     else:
@@ -496,6 +514,14 @@ def _flatten_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     return [Vectorization()], 1, ctx.layout if len(ctx.keras_shape) == 1 else PLAIN
 
 
+@FROM_KERAS.register(keras.layers.Permute)
+def _permute_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    follows = klayers[i + 1] if i + 1 < len(klayers) else None
+    if ctx.layout.kind != "image" or tuple(klayers[i].dims) != (3, 1, 2) or not isinstance(follows, keras.layers.Flatten):
+        raise UnsupportedLayerError(f"{ctx.where}: Permute is supported only as Permute((3, 1, 2)) of an image right before a Flatten")
+    return [Vectorization()], 2, PLAIN  # channels first, then flattened: our own order
+
+
 @FROM_KERAS.register(keras.layers.ReLU)
 def _relu_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     relu = klayers[i]
@@ -555,6 +581,15 @@ def _global_avg_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     _check_channels_last(pool, ctx.where)
     if pool.keepdims:
         raise UnsupportedLayerError(f"{ctx.where}: GlobalAveragePooling2D(keepdims=True) is not supported")
+    return [GlobalAveragePooling()], 1, PLAIN
+
+
+@FROM_KERAS.register(keras.layers.GlobalAveragePooling1D)
+def _global_avg_1d_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    pool = klayers[i]
+    if pool.data_format != "channels_first" or pool.keepdims or ctx.layout.kind != "plain":
+        raise UnsupportedLayerError(f"{ctx.where}: GlobalAveragePooling1D is supported only with data_format='channels_first' "
+                                    "and keepdims=False (a (batch, C, L) input averaged over L)")
     return [GlobalAveragePooling()], 1, PLAIN
 
 

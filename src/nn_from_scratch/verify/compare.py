@@ -356,7 +356,7 @@ def _keras_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: lis
     import torch
 
     x = feed.x
-    twins, layout, _ = kinterop.keras_twins(layers, tuple(x.shape[1:]))
+    twins, layout, _ = kinterop.keras_twins(layers, tuple(x.shape[1:]), dtype=x.dtype)
     dtype = np.dtype(x.dtype).name
     # Build the layers (Keras creates weights on first call) and load our weights.
     keras.Sequential([keras.Input(shape=layout.twin_shape(tuple(x.shape[1:])), dtype=dtype)]
