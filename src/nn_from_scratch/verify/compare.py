@@ -343,6 +343,21 @@ def _np_dtype(t: Any) -> np.dtype:
     return torch.empty(0, dtype=t.dtype).numpy().dtype
 
 
+@contextlib.contextmanager
+def _keras_conv_backward_guard() -> Iterator[None]:
+    """Turn a known torch failure under Keras into a message that says what to do instead."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "grad_weight must be contiguous" not in str(err):
+            raise
+        raise RuntimeError(
+            "compare(reference='keras'): torch cannot backpropagate this Keras Conv2D on the CPU: a float64 "
+            "Conv2D with a single filter on channels-last tensors makes torch's slow_conv2d fail "
+            f"({err}). Compare it with reference='torch', or in float32."
+        ) from err
+
+
 def _keras_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: list[bool]) -> _Pass:
     from ..interop import _backend
 
@@ -379,13 +394,15 @@ def _keras_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: lis
             outputs.append(h)
             layout = twin.out_layout
             if feed.local:
-                h.backward(torch.from_numpy(layout.to_twin(np.array(feed.output_grad(i), copy=True))))
+                with _keras_conv_backward_guard():
+                    h.backward(torch.from_numpy(layout.to_twin(np.array(feed.output_grad(i), copy=True))))
         if feed.local and layers:
             h = _leaf(torch, layout.to_twin(feed.ours.outputs[-1]))
         our_shape = layout.to_ours(np.empty(tuple(h.shape), dtype=np.int8)).shape
         target = kinterop.keras_targets(loss, y, our_shape, layout, dtype)
         value = kinterop.keras_loss(loss, dtype)(torch.from_numpy(np.array(target, copy=True)), h)
-        value.backward()
+        with _keras_conv_backward_guard():
+            value.backward()
 
     def tensor_grad(t: Any) -> np.ndarray:
         return np.zeros(tuple(t.shape), dtype=x.dtype) if t.grad is None else t.grad.detach().numpy().copy()
