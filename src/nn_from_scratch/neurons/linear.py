@@ -91,7 +91,9 @@ class Linear(Neuron):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.cast_input(self.check_input(x))
         self._x = x
-        return x @ self.W[1:] + self.W[0]
+        y = x @ self.W[1:]
+        y += self.W[0]  # in place: one array allocated per call, not two
+        return y
 
     # Sequential's training step calls backward(..., need_input_grad=False) on a first layer that has this.
     can_skip_input_grad = True
