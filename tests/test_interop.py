@@ -326,6 +326,14 @@ def test_keras_unsupported_layers_raise_an_error_naming_them() -> None:
     gelu = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="gelu")])
     with pytest.raises(UnsupportedLayerError, match=r"activation 'gelu'"):
         interop.from_keras(gelu)
+    # Keras' torch backend averages replicated edges for an asymmetric "same" pooling; we and
+    # TensorFlow average only the elements inside: a 4x4 window, stride 1, padding (1, 2).
+    average = Sequential([AveragePooling(4, 1, padding="same", count_include_pad=False)], input_shape=(1, 6, 6))
+    with pytest.raises(UnsupportedLayerError, match=r"replicated edge"):
+        interop.to_keras(average, dtype=np.float64)
+    keras_average = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.AveragePooling2D(4, strides=1, padding="same")])
+    with pytest.raises(UnsupportedLayerError, match=r"replicated edge"):
+        interop.from_keras(keras_average)
 
 
 @needs_keras

@@ -344,9 +344,39 @@ def _avg_pool_to_keras(layer: AveragePooling, ctx: KerasContext) -> KerasTwin:
         top, bottom, left, right = pads
         return KerasTwin([keras.layers.ZeroPadding2D(((top, bottom), (left, right)), dtype=ctx.dtype), pool("valid")], IMAGE)
     if pads == _keras_same_pads(layer, ctx.shape):
+        _check_torch_backend_same_average(layer, ctx.shape, pads, f"to_keras: {ctx.where} {layer!r}")
         return KerasTwin([pool("same")], IMAGE)  # Keras' "same" divides by the elements inside the input
     raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: Keras' AveragePooling2D excludes padding only as 'same', "
                                 f"not {pads} (top, bottom, left, right)")
+
+
+def _replicated_edges_change_the_average(size: int, pool: int, stride: int, pads: tuple[int, int]) -> bool:
+    """Whether some window that overlaps the padding also holds more than one input element:
+    only then does averaging replicated edge copies differ from averaging the elements inside."""
+    before, _ = pads
+    out = -(-size // stride)
+    for i in range(out):
+        start = i * stride - before
+        if start < 0 or start + pool > size:
+            if min(start + pool, size) - max(start, 0) > 1:
+                return True
+    return False
+
+
+def _check_torch_backend_same_average(layer: Any, shape: tuple[int, ...], pads: tuple[int, int, int, int], where: str) -> None:
+    """Keras' torch backend pads an asymmetric "same" pooling by *replicating* the edge, and an
+    average then counts those copies, unlike TensorFlow and unlike us: refuse the cases where
+    that changes the result."""
+    top, bottom, left, right = pads
+    if keras.backend.backend() != "torch" or (top == bottom and left == right):
+        return
+    (kh, kw), (sh, sw) = layer.pool_size, layer.stride
+    if _replicated_edges_change_the_average(shape[-2], kh, sh, (top, bottom)) or \
+            _replicated_edges_change_the_average(shape[-1], kw, sw, (left, right)):
+        raise UnsupportedLayerError(
+            f"{where}: on Keras' torch backend, AveragePooling2D(padding='same') with asymmetric padding {pads} "
+            "averages replicated edge values, not only the elements inside the input"
+        )
 
 
 @TO_KERAS.register(GlobalAveragePooling)
@@ -571,8 +601,12 @@ def _avg_pool_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extr
         if padding != "valid":
             raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D before an AveragePooling2D with padding={padding!r} is not supported")
         return [AveragePooling(pool, stride, extra, count_include_pad=True)], 1, IMAGE
-    # Keras' "same" averages only the elements inside the input.
-    return [AveragePooling(pool, stride, padding, count_include_pad=False)], 1, IMAGE
+    layer = AveragePooling(pool, stride, padding, count_include_pad=False)
+    if padding == "same":  # Keras' "same" averages only the elements inside the input (on TensorFlow)
+        h, w, _ = ctx.keras_shape
+        pads = kernels.same_padding(h, pool[0], stride[0], 1) + kernels.same_padding(w, pool[1], stride[1], 1)
+        _check_torch_backend_same_average(layer, (h, w), pads, ctx.where)
+    return [layer], 1, IMAGE
 
 
 @FROM_KERAS.register(keras.layers.GlobalAveragePooling2D)
