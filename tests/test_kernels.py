@@ -60,7 +60,8 @@ def test_fast_conv_matches_reference(dtype, tol, seed):
         geom, x, W, b, dy = random_case(rng, dtype)
         y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
         chunk = int(rng.integers(1, 40))  # several pixel chunks, the last one partial
-        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk)
+        block_rows = int(rng.integers(1, 5))  # several blocks of rows in dx, the last one partial
+        plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk, dx_block_rows=block_rows)
         y = plan.forward(x, W, b)
         assert y.dtype == dtype and rel_err(y, y_ref) <= tol, geom
         for dW_kernel in DW_KERNELS:
