@@ -257,12 +257,12 @@ class Conv2dPlan:
         # register tile; with many output channels the matrix product wins.
         self.dW_kernel = "gemv" if o <= 8 else "gemm"
         # dx: the cheaper by a cost model of floats moved through the intermediates plus
-        # multiply-adds, with one float moved costing as much as 12 flops (fitted on the four
+        # multiply-adds, with one float moved costing as much as 14 flops (fitted on the four
         # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer: it picks the faster
-        # kernel for each of them, single-thread timings).
+        # kernel for each of them, or one within 2% of it, on one and on two threads).
         stacked_pixels = self.hp * self.ow * n
-        cost_rows = 12 * 3 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
-        cost_stacked = 12 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
+        cost_rows = 14 * 3 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
+        cost_stacked = 14 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
         self.dx_kernel = "rows" if cost_rows <= cost_stacked else "stacked_dy"
 
     # -- forward ---------------------------------------------------------------------------
