@@ -96,6 +96,29 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
     return runners
 
 
+def check_same_training(build_ours_fn, build_torch_fn, batch: int, steps: int = 5) -> float:
+    """Both libraries from the same weights on the same batches: the largest difference of the losses.
+
+    A sanity check that the two sides of the benchmark do the same work (float32 rounding only).
+    """
+    x, labels = common.mnist_batches(batch, steps)
+    y = common.one_hot(labels)
+    torch = common.import_torch()
+    ours = build_ours_fn()
+    net = build_torch_fn(torch, ours)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    worst = 0.0
+    for i in range(steps):
+        mine = ours.train_step(x[i], y[i])
+        opt.zero_grad()
+        theirs = loss_fn(net(torch.from_numpy(x[i])), torch.from_numpy(labels[i]))
+        theirs.backward()
+        opt.step()
+        worst = max(worst, abs(mine - theirs.item()))
+    return worst
+
+
 def memory_child(which: str, steps: int, build_ours_fn, build_torch_fn, batch: int) -> None:
     runners = training_runners(build_ours_fn, build_torch_fn, batch, 20, which=(which,))
     run = next(iter(runners.values()))
@@ -111,9 +134,12 @@ def run_benchmark(title, script, build_ours_fn, build_torch_fn, batch, n_batches
         raise SystemExit(0)
     print(f"{title}: batch {batch}, float32, {common.blas_threads()} BLAS/torch threads, "
           f"{args.reps} x {args.steps} steps per library, alternating")
+    diff = check_same_training(build_ours_fn, build_torch_fn, batch)
+    print(f"same work: losses of both over 5 steps from the same weights differ by at most {diff:.1e}")
     runners = training_runners(build_ours_fn, build_torch_fn, batch, n_batches)
     timings = common.time_alternating(runners, batch, args.steps, args.reps, args.warmup)
     result = common.report(title, timings)
+    result["max_loss_difference"] = diff
     if not args.no_memory:
         mem = {name: common.memory_in_child(script, which) for name, which in (("nn_from_scratch", "ours"), ("torch", "torch"))}
         common.print_memory(mem)
