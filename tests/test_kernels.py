@@ -203,3 +203,35 @@ def test_zeros_in_layout_of():
     z = kernels.zeros_in_layout_of(like, (7, 2, 3, 4), np.float32)
     assert z.shape == (7, 2, 3, 4) and z.dtype == np.float32 and not z.any()
     assert z.transpose(1, 2, 3, 0).flags.c_contiguous
+
+
+def test_float32_training_step_stays_float32():
+    """No silent upcast: every activation, dL/dx and gradient of a float32 conv net is float32."""
+    from nn_from_scratch.losses import SoftMaxLoss
+    from nn_from_scratch.model import Sequential
+    from nn_from_scratch.neurons import Linear
+    from nn_from_scratch.nodes import MaxPooling, Vectorization
+    from nn_from_scratch.optimizers import GradientDescent
+
+    layers = [
+        Convolution((1, 12, 12), 3, 4, padding=1), ReLU(), MaxPooling(2),
+        Convolution((4, 6, 6), 3, 2), ReLU(), Vectorization(), Linear(32, 10),
+    ]
+    model = Sequential(layers, loss=SoftMaxLoss(), optimizer=GradientDescent(0.1), seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 1, 12, 12), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 6)]
+    h = x
+    for layer in layers:
+        h = layer.forward(h)
+        assert h.dtype == np.float32, layer.name
+    assert model.loss.forward(h, y).dtype == np.float32
+    g = model.loss.backward()
+    for layer in reversed(layers):
+        g = layer.backward(g)
+        assert g.dtype == np.float32, layer.name
+    for layer in layers:
+        for name, grad in layer.gradients().items():
+            assert grad.dtype == np.float32, (layer.name, name)
+    model.train_step(x, y)
+    assert all(p.dtype == np.float32 for _, p in model.parameters())
