@@ -5,7 +5,7 @@
 
 Each benchmark runs in its own process (seed_cnn.py, lenet.py, inference.py) and compares
 this library with PyTorch eager, alternating, on the same data, weights and thread count;
-see benchmarks/common.py for the method. Expect ~3-4 minutes per thread count.
+see benchmarks/common.py for the method. Expect ~1.5-3 minutes per thread count.
 """
 
 from __future__ import annotations
