@@ -7,7 +7,7 @@ and prints the test accuracy. Each model has its own defaults (``zoo.RECIPES``):
 
 * ``--model seed`` (the default): the seed notebook's CNN and settings -- plain SGD, learning
   rate 0.1, batch 50, 1 epoch, inputs ``x / 255``;
-* ``--model lenet``: LeNet-5 with batch norm, Adam at 2e-3 with a per-batch cosine decay to 0,
+* ``--model lenet``: LeNet-5 with batch norm, Adam at 4e-3 with a per-batch cosine decay to 0,
   batch 64, 3 epochs, inputs ``x / 255``.
 
 Any of ``--epochs``, ``--batch-size``, ``--lr``, ``--preprocessing`` overrides the recipe.
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe (seed 1, lenet 3)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe (seed 50, lenet 64)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: seed 0.1 with SGD, lenet 2e-3 with Adam and cosine decay)")
+                   help="learning rate (default: seed 0.1 with SGD, lenet 4e-3 with Adam and cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     p.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default=None,
