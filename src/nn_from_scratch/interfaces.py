@@ -40,6 +40,9 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None) -> Shape | No
 class Layer(ABC):
     """Common base of nodes and neurons: shape inference, input checks and mode."""
 
+    #: False for element-wise layers (activations, dropout): they take any shape on every call.
+    fixed_input_shape = True
+
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self.input_shape: Shape | None = None
@@ -74,7 +77,7 @@ class Layer(ABC):
             if x.ndim < 1:
                 raise ValueError(f"{self.name}: expected a batch (N, ...), got a scalar")
             self.build(x.shape[1:])
-        elif x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+        elif self.fixed_input_shape and (x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1):
             raise ValueError(
                 f"{self.name}: expected input of shape (batch, {', '.join(map(str, self.input_shape))}), "
                 f"got {x.shape}"

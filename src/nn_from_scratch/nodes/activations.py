@@ -12,18 +12,11 @@ from ..interfaces import Node, per_sample_shape
 class Activation(Node):
     """Base for activations: accepts the seed's ``n_input`` shape argument and ignores it."""
 
+    fixed_input_shape = False
+
     def __init__(self, n_input: Any = None, name: str | None = None) -> None:
         super().__init__(name)
         self.n_input = n_input  # kept only so the seed's call ReLU((50, 4, 26, 26)) works
-
-    def check_input(self, x: Any) -> np.ndarray:
-        # Element-wise: any shape goes, so no shape is fixed by the first input.
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise TypeError(f"{self.name}: expected a numeric array, got dtype {x.dtype}")
-        if not self.built:
-            self.build(x.shape[1:])
-        return x
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -25,6 +25,8 @@ class Dropout(Node):
     sets to the model's generator -- or, when unset, :func:`nn_from_scratch.initializers.default_rng`.
     """
 
+    fixed_input_shape = False
+
     def __init__(self, rate: float, name: str | None = None) -> None:
         super().__init__(name)
         rate = float(rate)
@@ -34,17 +36,10 @@ class Dropout(Node):
         self.rng: Any = None
         self._mask: np.ndarray | None = None
 
-    def check_input(self, x: Any) -> np.ndarray:
-        # Element-wise: any shape goes, so the first input fixes no shape.
-        x = np.asarray(x)
-        if x.dtype.kind not in "fiub":
-            raise TypeError(f"{self.name}: expected a numeric array, got dtype {x.dtype}")
-        if not self.built:
-            self.build(x.shape[1:])
-        return x if x.dtype.kind == "f" else x.astype(np.float64)
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)  # the mask carries the 1/(1 - rate) scale: it must be float
         if not self.training or self.rate == 0.0:
             self._mask = None
             return x
