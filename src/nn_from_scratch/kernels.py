@@ -67,13 +67,14 @@ def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype
     return np.zeros([shape[i] for i in order], dtype).transpose(np.argsort(order))
 
 
-def pad2d(x: np.ndarray, padding: Padding4) -> np.ndarray:
-    """Zero-pad the last two axes of ``x`` by ``(top, bottom, left, right)``."""
+def pad2d(x: np.ndarray, padding: Padding4, value: float = 0.0) -> np.ndarray:
+    """Pad the last two axes of ``x`` by ``(top, bottom, left, right)`` with ``value``
+    (zeros for convolution and average pooling, ``-inf`` for max pooling)."""
     pt, pb, pl, pr = padding
     if not (pt or pb or pl or pr):
         return x
     n, c, h, w = x.shape
-    out = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=x.dtype)
+    out = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
     out[:, :, pt : pt + h, pl : pl + w] = x
     return out
 
@@ -115,14 +116,11 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeome
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
     oh, ow = geom.output_hw(h, w)
-    sh, sw = geom.stride
-    dh, dw = geom.dilation
     xp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=cols.dtype)
     taps = cols.reshape(c, geom.kh, geom.kw, n, oh, ow)
     for p in range(geom.kh):
         for q in range(geom.kw):
-            rows = slice(p * dh, p * dh + sh * (oh - 1) + 1, sh)
-            columns = slice(q * dw, q * dw + sw * (ow - 1) + 1, sw)
+            rows, columns = _tap_slices(p, q, oh, ow, geom)
             xp[:, :, rows, columns] += taps[:, p, q].transpose(1, 0, 2, 3)
     return xp[:, :, pt : pt + h, pl : pl + w]
 
@@ -430,17 +428,6 @@ def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 # operation over the whole batch and all channels. Tap ``t`` is window element ``(t // kw, t % kw)``.
 
 
-def pad2d_constant(x: np.ndarray, padding: Padding4, value: float) -> np.ndarray:
-    """Pad the last two axes of ``x`` by ``(top, bottom, left, right)`` with ``value`` (e.g. ``-inf``)."""
-    pt, pb, pl, pr = padding
-    if not (pt or pb or pl or pr):
-        return x
-    n, c, h, w = x.shape
-    out = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
-    out[:, :, pt : pt + h, pl : pl + w] = x
-    return out
-
-
 def _tap_slices(p: int, q: int, oh: int, ow: int, geom: ConvGeometry) -> tuple[slice, slice]:
     """Where tap ``(p, q)`` of every window lies in the padded input: ``(rows, columns)``."""
     sh, sw = geom.stride
@@ -456,7 +443,7 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     ``max_pool2d``. A NaN in a window makes its output NaN (as in torch); its ``argmax`` then
     points at the largest non-NaN element before it.
     """
-    xp = pad2d_constant(x, geom.padding, -np.inf)
+    xp = pad2d(x, geom.padding, -np.inf)
     windows = pool_windows(xp, geom)
     # Outputs in the memory order of x (order "K"): a convolution's output is batch-innermost
     # (see Conv2dPlan), and mixing orders makes every element-wise pass a strided gather.

@@ -22,7 +22,7 @@ MNIST_MEAN = 33.318
 MNIST_STD = 78.567
 
 PREPROCESSING = ("standardize", "scale")
-DEFAULT_PREPROCESSING = "standardize"
+DEFAULT_PREPROCESSING = "scale"
 
 
 def preprocess_images(images: np.ndarray, method: str = DEFAULT_PREPROCESSING, dtype: Any = np.float32) -> np.ndarray:
