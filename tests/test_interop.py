@@ -28,15 +28,6 @@ from nn_from_scratch.nodes import (AveragePooling, Dropout, GlobalAveragePooling
 RTOL = 1e-12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The reference computations here are tiny: torch's thread pool costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def assert_same(a: np.ndarray, b: np.ndarray, what: str) -> None:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"

@@ -33,15 +33,6 @@ DEFAULT_SEEDS = 16
 MIN_CONFIGURATIONS = 200
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The reference computations here are tiny: torch's thread pool costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _seeds(name: str) -> int:
     return SEEDS_PER_CASE.get(name, DEFAULT_SEEDS)
 

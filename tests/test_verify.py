@@ -31,15 +31,6 @@ HAS_KERAS = keras_interop is not None and keras_interop.keras.backend.backend() 
 REFERENCES = ["torch", pytest.param("keras", marks=pytest.mark.skipif(not HAS_KERAS, reason="needs keras on its torch backend"))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The reference computations here are tiny: torch's thread pool costs far more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def seed_cnn() -> Sequential:
     """Part 1 of the seed notebook, its constructor calls verbatim (shapes with the batch size)."""
     batch_size, n_channels, n_output = 50, 1, 10
