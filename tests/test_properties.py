@@ -1,0 +1,440 @@
+"""Property-based tests (hypothesis): laws the kernels, layers, losses and file formats must obey
+for *every* input, with hypothesis searching the edges (1x1 outputs, a kernel as large as the
+padded image, padding wider than the kernel, ties, zero-sized axes, cut files).
+
+Every test is deterministic (``derandomize=True``) so CI sees the same examples each run.
+Arrays are drawn from a hypothesis-drawn seed: hypothesis explores the shapes and geometry,
+where the bugs of these kernels live, and NumPy fills the arrays cheaply.
+
+Tolerances (float64): 1e-12 relative to the scale of the terms summed, which bounds the
+rounding of sums of a few hundred products (``K * eps`` with ``K <= 6 * 7 * 7``) with margin.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from nn_from_scratch import kernels
+from nn_from_scratch.datasets import DatasetFileError, read_idx
+from nn_from_scratch.losses import BinaryCrossEntropy, SoftMaxLoss
+from nn_from_scratch.neurons import Convolution
+from nn_from_scratch.nodes import AveragePooling, MaxPooling
+
+TOL = 1e-12
+
+
+def deterministic(max_examples: int, **kwargs):
+    """``derandomize`` for a reproducible CI; no deadline (a busy 2-core machine is noisy)."""
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, **kwargs)
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    if got.size == 0:
+        return 0.0
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-300))
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sum(a * b))
+
+
+def dot_scale(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum |a| |b|``: the size of the terms of ``<a, b>``, which its rounding error is relative to."""
+    return max(float(np.sum(np.abs(a) * np.abs(b))), 1e-300)
+
+
+# -- strategies -------------------------------------------------------------------------------
+def near_minimum_size(draw, effective_kernel: int, pad_total: int) -> int:
+    """An image side from the smallest that gives one output pixel up to 3 more."""
+    return max(1, effective_kernel - pad_total) + draw(st.integers(0, 3))
+
+
+@st.composite
+def conv_cases(draw, height_stride=st.integers(1, 3)):
+    """A convolution geometry at the edge of validity, its input shape and an array seed.
+
+    Kernel 1-7 (often non-square), dilation 1-3, stride 1-3, padding 0-3 on each side
+    independently, and an image at most 3 pixels above the smallest valid one: the
+    one-pixel outputs, kernels that span the whole (padded) image and windows that lie
+    entirely in the padding are all reachable.
+    """
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(height_stride), draw(st.integers(1, 3))
+    padding = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    h = near_minimum_size(draw, dh * (kh - 1) + 1, padding[0] + padding[1])
+    w = near_minimum_size(draw, dw * (kw - 1) + 1, padding[2] + padding[3])
+    n, c, o = draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    geom = kernels.ConvGeometry(kh, kw, (sh, sw), (dh, dw), padding)
+    assert min(geom.output_hw(h, w)) >= 1
+    return geom, (n, c, h, w), o, draw(st.integers(0, 2**32 - 1))
+
+
+def conv_arrays(geom: kernels.ConvGeometry, x_shape, o: int, seed: int):
+    rng = np.random.default_rng(seed)
+    n, c = x_shape[:2]
+    oh, ow = geom.output_hw(*x_shape[2:])
+    x = rng.standard_normal(x_shape)
+    W = rng.standard_normal((o, c, geom.kh, geom.kw))
+    b = rng.standard_normal(o)
+    dy = rng.standard_normal((n, o, oh, ow))
+    return x, W, b, dy
+
+
+# -- convolution kernels -------------------------------------------------------------------------
+@deterministic(60)
+@given(
+    case=conv_cases(height_stride=st.just(1)),
+    chunk_pixels=st.one_of(st.none(), st.integers(1, 64)),
+    dx_block_rows=st.one_of(st.none(), st.integers(1, 5)),
+)
+def test_fast_conv_plan_equals_the_im2col_reference(case, chunk_pixels, dx_block_rows):
+    """Conv2dPlan (what Convolution runs for height stride 1) == conv2d_forward/backward, for
+    every dW and dx kernel, with any pixel chunking and dx row blocking (the last one partial)."""
+    geom, x_shape, o, seed = case
+    x, W, b, dy = conv_arrays(geom, x_shape, o, seed)
+    y_ref, cols = kernels.conv2d_forward(x, W, b, geom)
+    dx_ref, dW_ref, db_ref = kernels.conv2d_backward(dy, cols, x.shape, W, geom)
+
+    plan = kernels.Conv2dPlan(x.shape, o, geom, np.float64, chunk_pixels=chunk_pixels, dx_block_rows=dx_block_rows)
+    assert rel_err(plan.forward(x, W, b), y_ref) <= TOL
+    for dW_kernel in ("gemv", "gemm"):
+        for dx_kernel in ("rows", "stacked_dy"):
+            plan.dW_kernel, plan.dx_kernel = dW_kernel, dx_kernel
+            dx, dW, db = plan.backward(dy, W)
+            assert rel_err(dx, dx_ref) <= TOL, (dW_kernel, dx_kernel)
+            assert rel_err(dW, dW_ref) <= TOL, (dW_kernel, dx_kernel)
+            assert rel_err(db, db_ref) <= TOL
+
+
+@deterministic(60)
+@given(case=conv_cases())
+def test_col2im_is_the_adjoint_of_im2col(case):
+    """Dot-product test: ``<im2col(x), C> == <x, col2im(C)>`` for random x and C."""
+    geom, x_shape, _, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    cols = kernels.im2col(x, geom)
+    oh, ow = geom.output_hw(*x_shape[2:])
+    assert cols.shape == (x_shape[1] * geom.kh * geom.kw, x_shape[0] * oh * ow)
+    C = rng.standard_normal(cols.shape)
+    back = kernels.col2im(C, x_shape, geom)
+    assert back.shape == x_shape
+    assert abs(dot(cols, C) - dot(x, back)) <= TOL * dot_scale(cols, C)
+
+
+@deterministic(40)
+@given(case=conv_cases())
+def test_convolution_backward_is_the_adjoint_of_its_forward(case):
+    """Without bias y is bilinear in (x, W): ``<y, dy> == <x, dx> == <W, dW>``, on both the fast
+    path (height stride 1) and the reference path -- independent of any reference implementation."""
+    geom, x_shape, o, seed = case
+    x, W, _, dy = conv_arrays(geom, x_shape, o, seed)
+    layer = Convolution(x_shape[1:], (geom.kh, geom.kw), o, padding=geom.padding, W=W, use_bias=False,
+                        stride=geom.stride, dilation=geom.dilation, dtype=np.float64)
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    y_dy, scale = dot(y, dy), dot_scale(y, dy)
+    # sum |y||dy| can be far below sum of |terms| when y cancels; bound by the terms of y instead.
+    scale = max(scale, dot_scale(kernels.conv2d_forward(np.abs(x), np.abs(W), None, geom)[0], dy))
+    assert abs(dot(x, dx) - y_dy) <= TOL * scale
+    assert abs(dot(W, layer._W_pd) - y_dy) <= TOL * scale
+
+
+@deterministic(40)
+@given(case=conv_cases(), a=st.floats(-3, 3), b=st.floats(-3, 3))
+def test_convolution_is_linear_in_the_input_and_in_the_weights(case, a, b):
+    geom, x_shape, o, seed = case
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.standard_normal(x_shape), rng.standard_normal(x_shape)
+    W1, W2 = (rng.standard_normal((o, x_shape[1], geom.kh, geom.kw)) for _ in range(2))
+
+    def conv(x, W):
+        layer = Convolution(x_shape[1:], (geom.kh, geom.kw), o, padding=geom.padding, W=W, use_bias=False,
+                            stride=geom.stride, dilation=geom.dilation, dtype=np.float64)
+        return layer.forward(x)
+
+    def terms(x, W):  # the size of the summed products, per output element
+        return kernels.conv2d_forward(np.abs(x), np.abs(W), None, geom)[0]
+
+    scale = (abs(a) * terms(x1, W1) + abs(b) * terms(x2, W1)).max() + 1e-300
+    assert np.abs(conv(a * x1 + b * x2, W1) - (a * conv(x1, W1) + b * conv(x2, W1))).max() <= TOL * scale
+    scale = (abs(a) * terms(x1, W1) + abs(b) * terms(x1, W2)).max() + 1e-300
+    assert np.abs(conv(x1, a * W1 + b * W2) - (a * conv(x1, W1) + b * conv(x1, W2))).max() <= TOL * scale
+
+
+def torch_output_side(size: int, pad_total: int, kernel: int, stride: int, dilation: int) -> int:
+    """The output length in torch.nn.Conv2d's documentation."""
+    return math.floor((size + pad_total - dilation * (kernel - 1) - 1) / stride + 1)
+
+
+@deterministic(80)
+@given(
+    h=st.integers(1, 12), w=st.integers(1, 12), k=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.one_of(st.integers(0, 3), st.tuples(*[st.integers(0, 3)] * 4), st.sampled_from(["valid", "same"])),
+)
+def test_convolution_output_shape(h, w, k, stride, dilation, padding):
+    """The layer's shape == ConvGeometry.output_hw == torch's formula == the forward's output;
+    "same" gives ceil(H / stride) with the odd padding pixel at the bottom/right; an input
+    too small for the kernel is refused with a ValueError that names the layer."""
+    make = lambda: Convolution((2, h, w), k, 3, padding=padding, stride=stride, dilation=dilation,  # noqa: E731
+                               dtype=np.float64, name="conv_under_test")
+    pads = (0, 0, 0, 0) if padding == "valid" else kernels.same_padding(h, k[0], stride[0], dilation[0]) + \
+        kernels.same_padding(w, k[1], stride[1], dilation[1]) if padding == "same" else \
+        (padding,) * 4 if isinstance(padding, int) else padding
+    expected = (torch_output_side(h, pads[0] + pads[1], k[0], stride[0], dilation[0]),
+                torch_output_side(w, pads[2] + pads[3], k[1], stride[1], dilation[1]))
+    if padding == "same":
+        assert expected == (-(-h // stride[0]), -(-w // stride[1]))
+        assert pads[0] <= pads[1] <= pads[0] + 1 and pads[2] <= pads[3] <= pads[2] + 1
+    if min(expected) < 1:
+        with pytest.raises(ValueError, match="conv_under_test"):
+            make()
+        return
+    layer = make()
+    assert layer.geometry.padding == pads
+    assert layer.output_shape == (3,) + expected == (3,) + layer.geometry.output_hw(h, w)
+    assert layer.forward(np.ones((2, 2, h, w))).shape == (2, 3) + expected
+
+
+# -- pooling ------------------------------------------------------------------------------------
+@st.composite
+def pool_cases(draw):
+    """Pool 1-4 (non-square too), stride 1-4, numeric padding up to half the pool on each side
+    (torch's limit) or "same", an image just above the smallest valid one, and either
+    continuous values or small integers (many ties)."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    if draw(st.booleans()):
+        padding = "same"
+        h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    else:
+        padding = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kh // 2)),
+                   draw(st.integers(0, kw // 2)), draw(st.integers(0, kw // 2)))
+        h = near_minimum_size(draw, kh, padding[0] + padding[1])
+        w = near_minimum_size(draw, kw, padding[2] + padding[3])
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.integers(-2, 3, size=(n, c, h, w)).astype(np.float64) if draw(st.booleans()) else rng.standard_normal((n, c, h, w))
+    return (kh, kw), stride, padding, x, rng
+
+
+def brute_force_windows(x: np.ndarray, geom: kernels.ConvGeometry, fill: float):
+    """Every window of ``x`` padded with ``fill``, by plain slicing: ``{(i, j): (N, C, kh, kw)}``."""
+    xp = kernels.pad2d(x, geom.padding, fill)
+    oh, ow = geom.output_hw(*x.shape[2:])
+    (sh, sw), kh, kw = geom.stride, geom.kh, geom.kw
+    return {(i, j): xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw] for i in range(oh) for j in range(ow)}
+
+
+@deterministic(60)
+@given(case=pool_cases())
+def test_max_pooling_is_the_window_maximum_and_routes_all_the_gradient(case):
+    pool, stride, padding, x, rng = case
+    layer = MaxPooling(pool, stride=stride, padding=padding)
+    y = layer.forward(x)
+    geom = layer.geometry
+    assert y.shape[2:] == geom.output_hw(*x.shape[2:])
+    if padding == "same":
+        assert y.shape[2:] == (-(-x.shape[2] // stride[0]), -(-x.shape[3] // stride[1]))
+    assert np.isfinite(y).all()  # every window holds at least one element of x, so padding never wins
+    for (i, j), window in brute_force_windows(x, geom, -np.inf).items():
+        assert (y[:, :, i, j, None, None] >= window).all()
+        np.testing.assert_array_equal(y[:, :, i, j], window.max(axis=(2, 3)))
+
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    assert dx.shape == x.shape
+    assert abs(dx.sum() - dy.sum()) <= TOL * np.abs(dy).sum()  # sum(dy) mass, no more, no less
+    # The gradient lands only on elements that are the maximum of some window containing them.
+    is_a_max = np.zeros(x.shape, dtype=bool)
+    xp_mask = kernels.pad2d(is_a_max, geom.padding, False)
+    for (i, j), window in brute_force_windows(x, geom, -np.inf).items():
+        (sh, sw) = geom.stride
+        xp_mask[:, :, i * sh : i * sh + geom.kh, j * sw : j * sw + geom.kw] |= window == y[:, :, i, j, None, None]
+    pt, _, pl, _ = geom.padding
+    is_a_max = xp_mask[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]]
+    assert not dx[~is_a_max].any()
+    # Locally y = x[argmax] is linear: <y, dy> == <x, dx>.
+    assert abs(dot(y, dy) - dot(x, dx)) <= TOL * dot_scale(y, dy)
+
+
+@deterministic(60)
+@given(case=pool_cases(), count_include_pad=st.booleans(), value=st.floats(-1e6, 1e6))
+def test_average_pooling_of_a_constant_is_the_constant_and_backward_is_the_adjoint(case, count_include_pad, value):
+    pool, stride, padding, x, rng = case
+    layer = AveragePooling(pool, stride=stride, padding=padding, count_include_pad=count_include_pad)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    assert dx.shape == x.shape
+    assert abs(dot(y, dy) - dot(x, dx)) <= TOL * dot_scale(np.abs(x), np.abs(dx)) + 1e-300
+
+    constant = np.full_like(x, value)
+    y_constant = layer.forward(constant)
+    if not any(layer.geometry.padding) or not count_include_pad:
+        # Every divisor counts exactly the elements of x summed: the average of equal values.
+        assert np.abs(y_constant - value).max() <= TOL * abs(value)
+    else:  # zero padding counted in the divisor can only pull the average towards 0
+        assert (np.abs(y_constant) <= abs(value) * (1 + TOL)).all()
+
+
+# -- losses -------------------------------------------------------------------------------------
+@st.composite
+def logits_and_labels(draw, scale=st.floats(0.0, 50.0)):
+    n, k = draw(st.integers(1, 6)), draw(st.integers(2, 8))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    z = rng.standard_normal((n, k)) * draw(scale)
+    return z, rng.integers(0, k, n), rng
+
+
+@deterministic(60)
+@given(case=logits_and_labels(), shift=st.floats(-100.0, 100.0), smoothing=st.sampled_from([0.0, 0.1]))
+def test_softmax_loss_properties(case, shift, smoothing):
+    z, labels, rng = case
+    n, k = z.shape
+    loss = SoftMaxLoss(label_smoothing=smoothing)
+    value = float(loss.forward(z, labels))
+    grad = loss.backward()
+    assert value >= 0.0
+    assert np.abs(grad.sum(axis=1)).max() <= 4 * k * np.finfo(np.float64).eps / n  # softmax and target both sum to 1
+    one_hot = np.eye(k)[labels]
+    assert float(loss.forward(z, one_hot)) == value  # integer labels are exactly one-hot labels
+    np.testing.assert_array_equal(loss.backward(), grad)
+
+    # Softmax ignores a per-row constant. Adding it rounds the logits by eps * |z + c|.
+    row_shift = shift * rng.random((n, 1))
+    rounding = 8 * k * np.finfo(np.float64).eps * (np.abs(z).max() + abs(shift))
+    assert abs(float(loss.forward(z + row_shift, labels)) - value) <= rounding + TOL * value
+    assert np.abs(loss.backward() - grad).max() <= rounding
+
+
+@deterministic(40)
+@given(case=logits_and_labels(scale=st.floats(1e3, 1e4)), soft=st.booleans())
+def test_softmax_loss_stays_finite_for_huge_logits(case, soft):
+    """Logits of 1e4 overflow exp(); the loss must still be the exact value ``logsumexp(z) - z_t``."""
+    z, labels, rng = case
+    target = rng.dirichlet(np.ones(z.shape[1]), size=z.shape[0]) if soft else labels
+    loss = SoftMaxLoss()
+    value = float(loss.forward(z, target))
+    grad = loss.backward()
+    assert math.isfinite(value) and value >= 0 and np.isfinite(grad).all()
+    t = target if soft else np.eye(z.shape[1])[labels]
+    m = z.max(axis=1, keepdims=True)
+    expected = float(np.mean(np.sum(t * (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)) - z), axis=1)))
+    assert abs(value - expected) <= TOL * max(abs(expected), np.abs(z).max())
+    assert np.abs(grad).max() <= 1.0 / z.shape[0] + 1e-15
+
+
+@deterministic(60)
+@given(
+    z=hnp.arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(1, 4)),
+                 elements=st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False)),
+    hard=st.booleans(), seed=st.integers(0, 2**32 - 1),
+)
+def test_binary_cross_entropy_is_exact_for_huge_logits(z, hard, seed):
+    """``softplus(z) - t z`` computed without overflow, equal to NumPy's logaddexp form, for
+    logits up to 1e300; the gradient ``(sigmoid(z) - t) / size`` stays finite and bounded."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 2, z.shape).astype(np.float64) if hard else rng.random(z.shape)
+    loss = BinaryCrossEntropy()
+    value = float(loss.forward(z, t))
+    grad = loss.backward()
+    per_element = np.logaddexp(0.0, z) - t * z
+    assert math.isfinite(value) and value >= 0.0
+    assert abs(value - per_element.mean()) <= TOL * max(np.abs(per_element).mean(), 1e-300)
+    sigmoid = 0.5 * (1 + np.tanh(z / 2))  # an independent formula for sigmoid
+    assert np.isfinite(grad).all()
+    assert np.abs(grad * z.size - (sigmoid - t)).max() <= 4 * np.finfo(np.float64).eps
+
+
+# -- IDX files ----------------------------------------------------------------------------------
+IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B,
+             np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+
+
+def idx_file_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding, written out independently of the reader: magic, big-endian dims, data."""
+    header = struct.pack(">HBB", 0, IDX_CODES[array.dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+idx_arrays = st.sampled_from(sorted(IDX_CODES, key=str)).flatmap(
+    lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5))
+)
+
+
+def read_bytes_as_idx(data: bytes, gzipped: bool) -> np.ndarray:
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "a.idx.gz" if gzipped else "a.idx")
+        with open(path, "wb") as file:
+            file.write(data)
+        return read_idx(path)
+
+
+@deterministic(80)
+@given(array=idx_arrays, gzipped=st.booleans())
+def test_read_idx_round_trips_every_dtype_and_shape(array, gzipped):
+    data = idx_file_bytes(array)
+    got = read_bytes_as_idx(gzip.compress(data) if gzipped else data, gzipped)
+    assert got.shape == array.shape
+    assert got.dtype == array.dtype.newbyteorder("=")
+    assert got.dtype.isnative and got.flags.writeable
+    assert got.tobytes() == array.astype(got.dtype).tobytes()  # bit for bit, NaN payloads included
+
+
+@deterministic(80)
+@given(array=idx_arrays, gzipped=st.booleans(), data=st.data())
+def test_any_truncated_idx_file_raises_dataset_file_error(array, gzipped, data):
+    """Cut anywhere -- in the magic number, the dims, the payload, the gzip header, the deflate
+    stream or the gzip trailer -- a file fails with DatasetFileError, never another exception."""
+    content = idx_file_bytes(array)
+    if gzipped:
+        content = gzip.compress(content)
+    cut = data.draw(st.integers(0, len(content) - 1), label="cut")
+    with pytest.raises(DatasetFileError):
+        read_bytes_as_idx(content[:cut], gzipped)
+
+
+# -- serialization ------------------------------------------------------------------------------
+@deterministic(15)
+@given(
+    widths=st.lists(st.integers(1, 9), min_size=2, max_size=4),
+    activation=st.sampled_from(["ReLU", "Tanh", "Sigmoid", "LeakyReLU"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_saved_and_loaded_model_predicts_identically(widths, activation, dtype, seed):
+    pytest.importorskip("safetensors")
+    from nn_from_scratch import Sequential, load_model, nodes
+    from nn_from_scratch.neurons import Linear
+
+    layers = []
+    for n_in, n_out in zip(widths, widths[1:]):
+        layers += [Linear(n_in, n_out, dtype=dtype), getattr(nodes, activation)()]
+    model = Sequential(layers[:-1], loss=SoftMaxLoss(), seed=seed)
+    rng = np.random.default_rng(seed)
+    for _, p in model.parameters():  # not the initializer's values: any weights must survive
+        p[...] = rng.standard_normal(p.shape)
+    x = rng.standard_normal((5, widths[0]))
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.safetensors")
+        model.save(path)
+        loaded = load_model(path)
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
