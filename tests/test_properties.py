@@ -307,6 +307,36 @@ def test_max_pooling_is_the_window_maximum_and_routes_all_the_gradient(case):
     assert abs(dot(y, dy) - dot(x, dx)) <= TOL * dot_scale(y, dy)
 
 
+@deterministic(100)
+@given(case=pool_cases(), data=st.data())
+def test_max_pooling_propagates_nan_to_exactly_the_windows_holding_it(case, data):
+    """As torch's max_pool2d: a NaN makes every window containing it NaN; the others are
+    unchanged; the gradient of those windows goes to the NaN (found by hypothesis: with
+    "same" padding it went to the padding, and was lost)."""
+    pool, stride, padding, x, rng = case
+    n, c, h, w = x.shape
+    where = tuple(data.draw(st.integers(0, size - 1), label=axis) for axis, size in zip("nchw", x.shape))
+    layer = MaxPooling(pool, stride=stride, padding=padding)
+    y_clean = layer.forward(x)
+    x_nan = x.copy()
+    x_nan[where] = np.nan
+    y = layer.forward(x_nan)
+    holds_nan = {ij for ij, window in brute_force_windows(x_nan, layer.geometry, -np.inf).items()
+                 if np.isnan(window[where[0], where[1]]).any()}
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            expected = np.where(
+                (np.arange(n)[:, None] == where[0]) & (np.arange(c)[None, :] == where[1]) & ((i, j) in holds_nan),
+                np.nan, y_clean[:, :, i, j])
+            np.testing.assert_array_equal(y[:, :, i, j], expected)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    assert np.isfinite(dx).all() and abs(dx.sum() - dy.sum()) <= TOL * np.abs(dy).sum()
+    # torch sends a NaN window's gradient to its NaN (never to padding, which would lose it).
+    to_nan = sum((dy[where[0], where[1], i, j] for i, j in holds_nan), 0.0)
+    assert abs(dx[where] - to_nan) <= TOL * np.abs(dy).sum()
+
+
 @deterministic(200)
 @given(case=pool_cases(), count_include_pad=st.booleans(), value=st.floats(-1e6, 1e6))
 def test_average_pooling_of_a_constant_is_the_constant_and_backward_is_the_adjoint(case, count_include_pad, value):

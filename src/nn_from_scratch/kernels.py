@@ -440,8 +440,8 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
 
     Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
     Ties go to the *first* maximal tap in row-major window order, as in PyTorch's CPU
-    ``max_pool2d``. A NaN in a window makes its output NaN (as in torch); its ``argmax`` then
-    points at the largest non-NaN element before it.
+    ``max_pool2d``. A NaN in a window makes its output NaN and its ``argmax`` the window's last
+    NaN, as in torch (so the gradient never lands on padding, nor on a number the NaN hid).
     """
     xp = pad2d(x, geom.padding, -np.inf)
     windows = pool_windows(xp, geom)
@@ -458,6 +458,9 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
         # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
         all_ones = -better.astype(argmax.dtype)
         argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
+    if np.isnan(y).any():  # rare: fix those windows up afterwards rather than test every tap for NaN
+        for t in range(taps):
+            argmax[np.isnan(windows[..., t // geom.kw, t % geom.kw])] = t
     return y, argmax
 
 
