@@ -441,7 +441,8 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
     Ties go to the *first* maximal tap in row-major window order, as in PyTorch's CPU
     ``max_pool2d``. A NaN in a window makes its output NaN and its ``argmax`` the window's last
-    NaN, as in torch (so the gradient never lands on padding, nor on a number the NaN hid).
+    NaN; a window whose elements are all ``-inf`` has its first element (not padding) as
+    ``argmax``. Both as in torch: the gradient never lands on padding, where it would be lost.
     """
     xp = pad2d(x, geom.padding, -np.inf)
     windows = pool_windows(xp, geom)
@@ -458,7 +459,12 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
         # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
         all_ones = -better.astype(argmax.dtype)
         argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
-    if np.isnan(y).any():  # rare: fix those windows up afterwards rather than test every tap for NaN
+    if not np.isfinite(y).all():  # rare: fix those windows up here rather than test every tap above
+        all_minus_inf = np.isneginf(y)
+        if all_minus_inf.any() and any(geom.padding):  # -inf padding tied with -inf elements and won
+            inside = pool_windows(pad2d(np.ones((1, 1) + x.shape[2:], dtype=bool), geom.padding, False), geom)
+            for t in reversed(range(taps)):
+                argmax[all_minus_inf & inside[..., t // geom.kw, t % geom.kw]] = t
         for t in range(taps):
             argmax[np.isnan(windows[..., t // geom.kw, t % geom.kw])] = t
     return y, argmax
