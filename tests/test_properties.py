@@ -525,32 +525,64 @@ def test_a_damaged_idx_header_is_reported_or_describes_the_bytes(array, data):
 
 
 # -- serialization ------------------------------------------------------------------------------
-@deterministic(40)
-@given(
-    widths=st.lists(st.integers(1, 9), min_size=2, max_size=4),
-    activation=st.sampled_from(["ReLU", "Tanh", "Sigmoid", "LeakyReLU"]),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**31 - 1),
-)
-def test_saved_and_loaded_model_predicts_identically(widths, activation, dtype, seed):
-    pytest.importorskip("safetensors")
-    from nn_from_scratch import Sequential, load_model, nodes
+def linear_layers(draw, dtype) -> tuple[list, tuple[int, ...]]:
+    """Linear layers of hypothesis-drawn widths 1-9 with activations between them."""
+    from nn_from_scratch import nodes
     from nn_from_scratch.neurons import Linear
 
+    widths = draw(st.lists(st.integers(1, 9), min_size=2, max_size=4), label="widths")
     layers = []
     for n_in, n_out in zip(widths, widths[1:]):
+        activation = draw(st.sampled_from(["ReLU", "Tanh", "Sigmoid", "LeakyReLU"]), label="activation")
         layers += [Linear(n_in, n_out, dtype=dtype), getattr(nodes, activation)()]
-    model = Sequential(layers[:-1], loss=SoftMaxLoss(), seed=seed)
+    return layers[:-1], (widths[0],)
+
+
+def conv_layers(draw, dtype) -> tuple[list, tuple[int, ...]]:
+    """Convolution (any padding kind, "same" included) -> [batch norm] -> pooling -> Linear."""
+    from nn_from_scratch.neurons import BatchNormalization, Linear
+    from nn_from_scratch.nodes import ReLU, Vectorization
+
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(5, 8)), draw(st.integers(5, 8))
+    padding = draw(st.one_of(paddings(), st.integers(0, 2), st.sampled_from(["same", "valid"])), label="padding")
+    conv = Convolution((c, h, w), (draw(st.integers(1, 3)), draw(st.integers(1, 3))), draw(st.integers(1, 4)),
+                       padding=padding, stride=draw(st.integers(1, 2)), dilation=draw(st.integers(1, 2)),
+                       use_bias=draw(st.booleans()), dtype=dtype)
+    layers = [conv, ReLU()]
+    if draw(st.booleans()):
+        layers.append(BatchNormalization(dtype=dtype))
+    pool = draw(st.sampled_from(["max", "average", "none"]))
+    if pool != "none" and min(conv.output_shape[1:]) >= 2:
+        layers.append(MaxPooling(2) if pool == "max" else
+                      AveragePooling(2, padding=draw(st.sampled_from([0, 1, "same"])), count_include_pad=draw(st.booleans())))
+    return layers + [Vectorization(), Linear(output_dim=draw(st.integers(1, 5)), dtype=dtype)], (c, h, w)
+
+
+@deterministic(40)
+@given(data=st.data(), kind=st.sampled_from([linear_layers, conv_layers]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**31 - 1))
+def test_saved_and_loaded_model_predicts_identically(data, kind, dtype, seed):
+    """Save, load: same layers, same configs, same weights and buffers, bit-identical predictions.
+    (A temporary directory, not pytest's tmp_path: a function-scoped fixture is not reset
+    between hypothesis examples.)"""
+    pytest.importorskip("safetensors")
+    from nn_from_scratch import Sequential, load_model
+
+    layers, input_shape = kind(data.draw, dtype)
+    model = Sequential(layers, loss=SoftMaxLoss(), input_shape=input_shape, seed=seed)
     rng = np.random.default_rng(seed)
     for _, p in model.parameters():  # not the initializer's values: any weights must survive
         p[...] = rng.standard_normal(p.shape)
-    x = rng.standard_normal((5, widths[0]))
+    for _, b in model.buffers():  # batch norm's running statistics (variances positive)
+        b[...] = rng.uniform(0.5, 2.0, b.shape)
+    x = rng.standard_normal((3,) + input_shape)
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model.safetensors")
         model.save(path)
         loaded = load_model(path)
     assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
-    for a, b in zip(loaded.get_weights(), model.get_weights()):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+    assert [layer.get_config() for layer in loaded.layers] == [layer.get_config() for layer in model.layers]
+    for (name, a), (_, b) in zip([*loaded.parameters(), *loaded.buffers()], [*model.parameters(), *model.buffers()]):
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
