@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): laws the kernels, layers, losses and file formats must obey
 for *every* input, with hypothesis searching the edges (1x1 outputs, a kernel as large as the
-padded image, padding wider than the kernel, ties, zero-sized axes, cut files).
+padded image, padding wider than the kernel, ties, NaN and -inf, zero-sized axes, cut files).
 
 Every test is deterministic (``derandomize=True``) so CI sees the same examples each run.
 Arrays are drawn from a hypothesis-drawn seed: hypothesis explores the shapes and geometry,
