@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from seed_cnn import copy_weights, run_benchmark  # noqa: E402
+from seed_cnn import build_torch, run_benchmark  # noqa: E402
 
 BATCH = 64
 N_BATCHES = 200
@@ -42,19 +42,6 @@ def build_ours():
         Linear(84, 10),
     ]
     return Sequential(layers, loss=SoftMaxLoss(), optimizer=GradientDescent(0.1), seed=0)
-
-
-def build_torch(torch, ours=None):
-    nn = torch.nn
-    net = nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-    )
-    if ours is not None:
-        copy_weights(torch, ours, net)
-    return net
 
 
 def main() -> dict:

@@ -41,31 +41,12 @@ def build_ours():
     return Sequential(layers, loss=SoftMaxLoss(), optimizer=GradientDescent(0.1), seed=0)
 
 
-def build_torch(torch, ours=None):
-    nn = torch.nn
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 2, 7, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(800, 10)
-    )
-    if ours is not None:
-        copy_weights(torch, ours, net)
-    return net
+def build_torch(torch, ours):
+    """The PyTorch twin of ``ours``, with the same initial weights: plain ``nn.Conv2d`` /
+    ``nn.ReLU`` / ``nn.MaxPool2d`` / ``nn.Flatten`` / ``nn.Linear`` modules, as a torch user writes them."""
+    from nn_from_scratch.interop import to_torch
 
-
-def copy_weights(torch, ours, net) -> None:
-    """Our parameters into the torch twin: Conv W/B as they are, Linear W[1:].T and W[0]."""
-    from nn_from_scratch.neurons import Convolution, Linear
-
-    theirs = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    mine = [l for l in ours.layers if isinstance(l, (Convolution, Linear))]
-    with torch.no_grad():
-        for a, b in zip(mine, theirs, strict=True):
-            if isinstance(a, Linear):
-                b.weight.copy_(torch.from_numpy(a.W[1:].T.copy()))
-                b.bias.copy_(torch.from_numpy(a.W[0].copy()))
-            else:
-                b.weight.copy_(torch.from_numpy(a.W))
-                if a.B is not None:
-                    b.bias.copy_(torch.from_numpy(a.B))
+    return to_torch(ours)
 
 
 def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, which=("ours", "torch")):
