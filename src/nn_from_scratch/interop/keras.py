@@ -49,7 +49,7 @@ def float64_arithmetic() -> Iterator[None]:
 
     Keras 3 (up to at least 3.15.1) mimics JAX without x64: its type promotion maps float64 to
     float32, so ``ops.matmul`` -- hence ``Dense`` -- rounds float64 inputs to float32 and a
-    float64 twin agrees with us only to ~1e-7 (keras-team/keras#23223). Inside this block the
+    float64 twin agrees with us only to ~1e-7 (keras-team/keras#23704). Inside this block the
     float64 -> float32 entry of that promotion table is removed; it is restored afterwards.
     Versions without the table or without the entry are left alone.
     """
