@@ -37,11 +37,19 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None) -> Shape | No
     return shape
 
 
+def as_float(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when it is floating point, else ``x`` as float64 (integer images, masks)."""
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
 class Layer(ABC):
     """Common base of nodes and neurons: shape inference, input checks and mode."""
 
     #: False for element-wise layers (activations, dropout): they take any shape on every call.
     fixed_input_shape = True
+    #: True where ``backward(dL_dy, need_input_grad=False)`` skips dL/dx; a model's training
+    #: step asks that of its first layer, whose input needs no gradient (as torch does).
+    can_skip_input_grad = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
@@ -83,6 +91,17 @@ class Layer(ABC):
                 f"got {x.shape}"
             )
         return x
+
+    def check_output_grad(self, dL_dy: Any, batch: int, dtype: Any = None) -> np.ndarray:
+        """``dL_dy`` as an array of shape ``(batch, *output_shape)`` (and ``dtype``, if given).
+
+        A wrong shape raises ``ValueError`` naming the layer, the expected and the received shape.
+        """
+        dL_dy = np.asarray(dL_dy, dtype=dtype)
+        expected = (batch,) + tuple(self.output_shape)
+        if dL_dy.shape != expected:
+            raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
+        return dL_dy
 
     # -- the two passes -------------------------------------------------------------------
     @abstractmethod

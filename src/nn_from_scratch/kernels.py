@@ -20,7 +20,7 @@ Padding is given as four numbers ``(top, bottom, left, right)`` so that Keras-st
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -46,11 +46,6 @@ class ConvGeometry(NamedTuple):
         return oh, ow
 
 
-def conv_output_size(size: int, kernel: int, pad_total: int, stride: int, dilation: int) -> int:
-    """Output length of a 1-D convolution: ``floor((size + pad - d*(k-1) - 1) / s) + 1``."""
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """Keras/TensorFlow "same" padding: output length ``ceil(size / stride)``.
 
@@ -59,6 +54,54 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
+
+
+def as_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
+    """A positive int or a pair of them (kernel size, stride, dilation) -> ``(h, w)``."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def resolve_padding(
+    padding: Any, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], layer: str
+) -> Padding4:
+    """``int | (ph, pw) | (top, bottom, left, right) | "valid" | "same"`` -> (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            return same_padding(hw[0], kernel[0], stride[0], dilation[0]) + same_padding(hw[1], kernel[1], stride[1], dilation[1])
+        raise ValueError(f"{layer}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (int, np.integer)):
+        padding = (padding,)
+    pads = tuple(int(p) for p in padding)
+    if any(p < 0 for p in pads) or len(pads) not in (1, 2, 4):
+        raise ValueError(f"{layer}: padding must be non-negative: int, (ph, pw) or (top, bottom, left, right); got {padding!r}")
+    if len(pads) == 1:
+        return pads * 4
+    if len(pads) == 2:
+        return (pads[0], pads[0], pads[1], pads[1])
+    return pads  # type: ignore[return-value]
+
+
+def image_shape(input_shape: tuple[int, ...], layer: str) -> tuple[int, int, int]:
+    """A per-sample shape that must be ``(C, H, W)``; ValueError naming the layer otherwise."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{layer}: expected input of shape (batch, channels, height, width), got (batch, {', '.join(map(str, input_shape))})"
+        )
+    return input_shape  # type: ignore[return-value]
+
+
+def checked_output_hw(geom: ConvGeometry, input_shape: tuple[int, int, int], layer: str, window: str) -> tuple[int, int]:
+    """``geom.output_hw`` of a ``(C, H, W)`` input, refusing an input smaller than the ``window``."""
+    c, h, w = input_shape
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{layer}: input of shape (batch, {c}, {h}, {w}) is smaller than {window}")
+    return oh, ow
 
 
 def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -271,7 +314,7 @@ class Conv2dPlan:
     def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order; fills ``U`` for backward."""
         n, c, h, w = self.x_shape
-        o, (kh, kw) = self.out_channels, (self.geom.kh, self.geom.kw)
+        o, kh = self.out_channels, self.geom.kh
         pt, _, pl, _ = self.geom.padding
         x_chwn = x.transpose(1, 2, 3, 0)
         if not any(self.geom.padding) and x_chwn.flags.c_contiguous:

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .interfaces import as_float
+
 
 class Loss(ABC):
     """Base of the losses. The shape argument of the seed's constructors is accepted and ignored."""
@@ -32,9 +34,7 @@ class Loss(ABC):
         return {}
 
     def _check_pred(self, y_pred: Any, ndim: int | None = None) -> np.ndarray:
-        y_pred = np.asarray(y_pred)
-        if y_pred.dtype.kind != "f":
-            y_pred = y_pred.astype(np.float64)
+        y_pred = as_float(np.asarray(y_pred))
         if ndim is not None and y_pred.ndim != ndim:
             raise ValueError(f"{self.name}: expected predictions of shape (batch, classes), got {y_pred.shape}")
         return y_pred

@@ -157,7 +157,7 @@ class Sequential:
         as torch skips the gradient of an input that does not require one.
         """
         for i, layer in enumerate(reversed(self.layers)):
-            if not need_input_grad and i == len(self.layers) - 1 and getattr(layer, "can_skip_input_grad", False):
+            if not need_input_grad and i == len(self.layers) - 1 and layer.can_skip_input_grad:
                 return layer.backward(dL_dy, need_input_grad=False)
             dL_dy = layer.backward(dL_dy)
         return dL_dy
@@ -395,7 +395,7 @@ class Sequential:
         """
         x = np.asarray(x)
         if x.ndim < 1:
-            raise ValueError(f"Sequential.predict: expected a batch (N, ...), got a scalar")
+            raise ValueError("Sequential.predict: expected a batch (N, ...), got a scalar")
         if batch_size is None or len(x) <= batch_size:
             if len(x) == 0:
                 self._build_for(x)

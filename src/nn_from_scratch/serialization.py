@@ -159,7 +159,7 @@ def model_to_tensors(model: Sequential, include_optimizer: bool = True) -> tuple
     """The tensors and metadata :func:`save_model` writes."""
     if not model.built:
         raise ValueError(
-            f"save: the model is not built, so it has no weights yet; pass input_shape=... or call it on a batch first"
+            "save: the model is not built, so it has no weights yet; pass input_shape=... or call it on a batch first"
         )
     for layer in model.layers:
         _check_registered(layer, LAYERS, "layer")

@@ -37,7 +37,7 @@ from .. import kernels  # noqa: E402
 from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets  # noqa: E402
 from ..model import Sequential  # noqa: E402
 from ..neurons import BatchNormalization, Convolution, Linear  # noqa: E402
-from ..neurons.convolution import resolve_padding  # noqa: E402
+from ..kernels import resolve_padding  # noqa: E402
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid,  # noqa: E402
                      SoftMax, Tanh, Vectorization)
 from ._common import Registry, UnsupportedLayerError, layer_label, model_layers  # noqa: E402

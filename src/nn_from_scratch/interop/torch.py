@@ -25,7 +25,7 @@ from ..interfaces import Layer
 from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets
 from ..model import Sequential
 from ..neurons import BatchNormalization, Convolution, Linear
-from ..neurons.convolution import resolve_padding
+from ..kernels import resolve_padding
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid, SoftMax, Tanh,
                      Vectorization)
 from ._common import Registry, UnsupportedLayerError, layer_label, model_layers

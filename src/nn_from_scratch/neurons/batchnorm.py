@@ -172,9 +172,7 @@ class BatchNormalization(Neuron):
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
         x_hat, inv_std, training = self._cache
-        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
-        if dL_dy.shape != x_hat.shape:
-            raise ValueError(f"{self.name}: expected dL_dy of shape {x_hat.shape}, got {dL_dy.shape}")
+        dL_dy = self.check_output_grad(dL_dy, x_hat.shape[0], self.dtype)
         axes = (0,) + tuple(range(2, x_hat.ndim))
         channel = (1, -1) + (1,) * (x_hat.ndim - 2)
         self._beta_pd = dL_dy.sum(axis=axes)

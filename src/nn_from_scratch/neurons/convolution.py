@@ -10,37 +10,6 @@ from .. import initializers, kernels
 from ..interfaces import Neuron, Shape, per_sample_shape
 
 
-def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) < 1 for v in pair):
-        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def resolve_padding(
-    padding: Any, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], layer: str
-) -> kernels.Padding4:
-    """``int | (ph, pw) | (top, bottom, left, right) | "valid" | "same"`` -> (top, bottom, left, right)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            return kernels.same_padding(hw[0], kernel[0], stride[0], dilation[0]) + kernels.same_padding(
-                hw[1], kernel[1], stride[1], dilation[1]
-            )
-        raise ValueError(f"{layer}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
-    if isinstance(padding, (int, np.integer)):
-        padding = (padding,)
-    pads = tuple(int(p) for p in padding)
-    if any(p < 0 for p in pads) or len(pads) not in (1, 2, 4):
-        raise ValueError(f"{layer}: padding must be non-negative: int, (ph, pw) or (top, bottom, left, right); got {padding!r}")
-    if len(pads) == 1:
-        return pads * 4
-    if len(pads) == 2:
-        return (pads[0], pads[0], pads[1], pads[1])
-    return pads  # type: ignore[return-value]
-
-
 class Convolution(Neuron):
     """2-D convolution: ``y[n, o] = sum_c W[o, c] (*) x[n, c] + B[o]``.
 
@@ -84,14 +53,14 @@ class Convolution(Neuron):
         super().__init__(name, dtype)
         if kernel_size is None:
             raise ValueError(f"{self.name}: kernel_size is required")
-        self.kernel_size = _pair(kernel_size, "kernel_size", self.name)
+        self.kernel_size = kernels.as_pair(kernel_size, "kernel_size", self.name)
         self.out_channels = int(output_layers)
         if self.out_channels < 1:
             raise ValueError(f"{self.name}: output_layers must be >= 1, got {output_layers}")
-        self.stride = _pair(stride, "stride", self.name)
-        self.dilation = _pair(dilation, "dilation", self.name)
+        self.stride = kernels.as_pair(stride, "stride", self.name)
+        self.dilation = kernels.as_pair(dilation, "dilation", self.name)
         self.padding = padding
-        resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation, self.name)  # validate early
+        kernels.resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation, self.name)  # validate early
         self.use_bias = bool(use_bias)
         self.W_init_range = W_init_range
         self.kernel_initializer = kernel_initializer
@@ -145,19 +114,14 @@ class Convolution(Neuron):
 
     # -- shapes ---------------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 3:
-            raise ValueError(f"{self.name}: expected input of shape (batch, channels, height, width), got (batch, {', '.join(map(str, input_shape))})")
-        c, h, w = input_shape
+        c, h, w = kernels.image_shape(input_shape, self.name)
         if self.in_channels is not None and c != self.in_channels:
             raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
-        geom = self._geometry((h, w))
-        oh, ow = geom.output_hw(h, w)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self.name}: input of shape (batch, {c}, {h}, {w}) is smaller than the kernel {self.kernel_size} (dilation {self.dilation}, padding {self.padding})")
-        return (self.out_channels, oh, ow)
+        window = f"the kernel {self.kernel_size} (dilation {self.dilation}, padding {self.padding})"
+        return (self.out_channels, *kernels.checked_output_hw(self._geometry((h, w)), (c, h, w), self.name, window))
 
     def _geometry(self, hw: tuple[int, int]) -> kernels.ConvGeometry:
-        pads = resolve_padding(self.padding, hw, self.kernel_size, self.stride, self.dilation, self.name)
+        pads = kernels.resolve_padding(self.padding, hw, self.kernel_size, self.stride, self.dilation, self.name)
         return kernels.ConvGeometry(*self.kernel_size, self.stride, self.dilation, pads)
 
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
@@ -185,7 +149,6 @@ class Convolution(Neuron):
             plan = self._plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
         return plan.forward(x, self.W, bias)
 
-    # Sequential's training step calls backward(..., need_input_grad=False) on a first layer that has this.
     can_skip_input_grad = True
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -194,10 +157,7 @@ class Convolution(Neuron):
         Skipping dL/dx is for the first layer of a model, whose input needs no gradient: torch
         skips it the same way for an input without ``requires_grad``.
         """
-        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
-        expected = (self._x_shape[0],) + self.output_shape
-        if dL_dy.shape != expected:
-            raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
+        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0], self.dtype)
         if self._last_pass_fast:
             dx, self._W_pd, db = self._plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
         else:

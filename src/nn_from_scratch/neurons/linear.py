@@ -95,7 +95,6 @@ class Linear(Neuron):
         y += self.W[0]  # in place: one array allocated per call, not two
         return y
 
-    # Sequential's training step calls backward(..., need_input_grad=False) on a first layer that has this.
     can_skip_input_grad = True
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -103,9 +102,7 @@ class Linear(Neuron):
 
         ``need_input_grad=False`` skips dL/dx and returns ``None`` (first layer of a model).
         """
-        dL_dy = np.asarray(dL_dy, dtype=self.dtype)
-        if dL_dy.shape != (self._x.shape[0], self.n_out):
-            raise ValueError(f"{self.name}: expected dL_dy of shape {(self._x.shape[0], self.n_out)}, got {dL_dy.shape}")
+        dL_dy = self.check_output_grad(dL_dy, self._x.shape[0], self.dtype)
         grad = self._W_pd if self._W_pd is not None and self._W_pd.shape == self.W.shape else np.empty_like(self.W)
         np.matmul(self._x.T, dL_dy, out=grad[1:])
         np.sum(dL_dy, axis=0, out=grad[0])

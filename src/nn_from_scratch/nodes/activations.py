@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import Node, per_sample_shape
+from ..interfaces import Node
 
 
 class Activation(Node):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import initializers
-from ..interfaces import Node
+from ..interfaces import Node, as_float
 
 
 class Dropout(Node):
@@ -37,9 +37,7 @@ class Dropout(Node):
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = self.check_input(x)
-        if x.dtype.kind != "f":
-            x = x.astype(np.float64)  # the mask carries the 1/(1 - rate) scale: it must be float
+        x = as_float(self.check_input(x))  # the mask carries the 1/(1 - rate) scale
         if not self.training or self.rate == 0.0:
             self._mask = None
             return x

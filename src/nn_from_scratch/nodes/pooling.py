@@ -11,19 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..interfaces import Node, Shape
-from ..neurons.convolution import resolve_padding
-
-
-def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) < 1 for v in pair):
-        raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _as_float(x: np.ndarray) -> np.ndarray:
-    return x if x.dtype.kind == "f" else x.astype(np.float64)
+from ..interfaces import Node, Shape, as_float
 
 
 class _Pooling2D(Node):
@@ -40,10 +28,10 @@ class _Pooling2D(Node):
 
     def __init__(self, pool_size: Any, stride: Any = None, padding: Any = 0, name: str | None = None) -> None:
         super().__init__(name)
-        self.pool_size = _pair(pool_size, "pool_size", self.name)
-        self.stride = self.pool_size if stride is None else _pair(stride, "stride", self.name)
+        self.pool_size = kernels.as_pair(pool_size, "pool_size", self.name)
+        self.stride = self.pool_size if stride is None else kernels.as_pair(stride, "stride", self.name)
         self.padding = padding
-        self._check_padding(resolve_padding(padding, (1, 1), self.pool_size, self.stride, (1, 1), self.name))
+        self._check_padding(kernels.resolve_padding(padding, (1, 1), self.pool_size, self.stride, (1, 1), self.name))
         self.geometry: kernels.ConvGeometry | None = None
         self._x_shape: tuple[int, ...] | None = None
 
@@ -57,35 +45,17 @@ class _Pooling2D(Node):
             )
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{self.name}: expected input of shape (batch, channels, height, width), "
-                f"got (batch, {', '.join(map(str, input_shape))})"
-            )
-        c, h, w = input_shape
-        geom = self._geometry((h, w))
-        oh, ow = geom.output_hw(h, w)
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"{self.name}: input of shape (batch, {c}, {h}, {w}) is smaller than the pool {self.pool_size} "
-                f"(padding {self.padding!r})"
-            )
-        return (c, oh, ow)
+        c, h, w = kernels.image_shape(input_shape, self.name)
+        window = f"the pool {self.pool_size} (padding {self.padding!r})"
+        return (c, *kernels.checked_output_hw(self._geometry((h, w)), (c, h, w), self.name, window))
 
     def _geometry(self, hw: tuple[int, int]) -> kernels.ConvGeometry:
-        pads = resolve_padding(self.padding, hw, self.pool_size, self.stride, (1, 1), self.name)
+        pads = kernels.resolve_padding(self.padding, hw, self.pool_size, self.stride, (1, 1), self.name)
         return kernels.ConvGeometry(*self.pool_size, self.stride, (1, 1), pads)
 
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
         super().build(input_shape)
         self.geometry = self._geometry(self.input_shape[1:])
-
-    def _check_dy(self, dL_dy: np.ndarray) -> np.ndarray:
-        dL_dy = np.asarray(dL_dy)
-        expected = (self._x_shape[0],) + self.output_shape
-        if dL_dy.shape != expected:
-            raise ValueError(f"{self.name}: expected dL_dy of shape {expected}, got {dL_dy.shape}")
-        return dL_dy
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -108,13 +78,13 @@ class MaxPooling(_Pooling2D):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = _as_float(self.check_input(x))
+        x = as_float(self.check_input(x))
         self._x_shape = x.shape
         y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
         return y
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        return kernels.max_pool2d_backward(self._check_dy(dL_dy), self._argmax, self._x_shape, self.geometry)
+        return kernels.max_pool2d_backward(self.check_output_grad(dL_dy, self._x_shape[0]), self._argmax, self._x_shape, self.geometry)
 
 
 class AveragePooling(_Pooling2D):
@@ -152,13 +122,13 @@ class AveragePooling(_Pooling2D):
         return self._divisors[dtype]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = _as_float(self.check_input(x))
+        x = as_float(self.check_input(x))
         self._x_shape = x.shape
         self._dtype = x.dtype
         return kernels.avg_pool2d_forward(x, self.geometry, self._divisor(x.dtype))
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        dL_dy = self._check_dy(dL_dy).astype(self._dtype, copy=False)
+        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0]).astype(self._dtype, copy=False)
         return kernels.avg_pool2d_backward(dL_dy, self._x_shape, self.geometry, self._divisor(self._dtype))
 
     def get_config(self) -> dict[str, Any]:
@@ -185,15 +155,12 @@ class GlobalAveragePooling(Node):
         return (input_shape[0],)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = _as_float(self.check_input(x))
+        x = as_float(self.check_input(x))
         self._x_shape = x.shape
         return x.mean(axis=tuple(range(2, x.ndim)))
 
     def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        dL_dy = np.asarray(dL_dy)
-        n, c = self._x_shape[:2]
-        if dL_dy.shape != (n, c):
-            raise ValueError(f"{self.name}: expected dL_dy of shape {(n, c)}, got {dL_dy.shape}")
+        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0])
         spatial = int(np.prod(self._x_shape[2:]))
         share = dL_dy / spatial
         return np.broadcast_to(share.reshape(share.shape + (1,) * (len(self._x_shape) - 2)), self._x_shape).copy()
