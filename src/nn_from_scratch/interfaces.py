@@ -202,11 +202,10 @@ class Optimizer(ABC):
         return self._state.setdefault(id(param), {"param": param})
 
     def step(self, layers: Iterable[Layer]) -> None:
-        pairs = [
-            (p, layer.gradients()[name])
-            for layer in layers
-            for name, p in layer.parameters().items()
-        ]
+        pairs = []
+        for layer in layers:
+            grads = layer.gradients()
+            pairs.extend((p, grads[name]) for name, p in layer.parameters().items())
         if self.clip_norm is not None:
             norm = np.sqrt(sum(float(np.vdot(g, g)) for _, g in pairs))
             scale = self.clip_norm / (norm + 1e-6)

@@ -39,31 +39,19 @@ import numpy as np
 from .interfaces import Layer, Optimizer
 from .losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss
 from .model import Sequential
-from .neurons import BatchNormalization, Convolution, Linear
-from .nodes import (
-    AveragePooling,
-    Dropout,
-    GlobalAveragePooling,
-    LeakyReLU,
-    MaxPooling,
-    ReLU,
-    Sigmoid,
-    SoftMax,
-    Tanh,
-    Vectorization,
-)
+from . import neurons, nodes
 from .optimizers import Adam, AdamW, GradientDescent, RMSProp
 
 FORMAT = "nn_from_scratch"
 FORMAT_VERSION = 1
 
+# Every layer the library exports, by class name: a file can only name one of these (or one
+# added with register_layer), never an arbitrary importable object.
 LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (
-        Linear, Convolution, BatchNormalization,
-        ReLU, LeakyReLU, Sigmoid, Tanh, SoftMax,
-        Vectorization, MaxPooling, AveragePooling, GlobalAveragePooling, Dropout,
-    )
+    name: cls
+    for module in (neurons, nodes)
+    for name in module.__all__
+    if isinstance(cls := getattr(module, name), type) and issubclass(cls, Layer)
 }
 LOSSES: dict[str, type[Loss]] = {cls.__name__: cls for cls in (SoftMaxLoss, MSELoss, BinaryCrossEntropy)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.__name__: cls for cls in (GradientDescent, Adam, AdamW, RMSProp)}
