@@ -115,12 +115,7 @@ class Sequential:
             return
         if x.ndim < 1:
             raise ValueError(f"{self.name}: expected a batch (N, ...), got a scalar")
-        shape = tuple(x.shape[1:])
-        first = self.layers[0]
-        # A single-channel convolution reads an (N, H, W) batch as (N, 1, H, W).
-        if len(shape) == 2 and getattr(first, "in_channels", "none") in (None, 1) and hasattr(first, "kernel_size"):
-            shape = (1,) + shape
-        self.build(shape)
+        self.build(tuple(x.shape[1:]))
 
     @property
     def input_shape(self) -> Shape | None:

@@ -125,6 +125,8 @@ class Convolution(Neuron):
         return kernels.ConvGeometry(*self.kernel_size, self.stride, self.dilation, pads)
 
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
+        if len(input_shape) == 2 and self.in_channels in (None, 1):
+            input_shape = (1, *input_shape)  # (H, W): one channel, as forward reads an (N, H, W) batch
         super().build(input_shape)
         self.in_channels = self.input_shape[0]
         self.geometry = self._geometry(self.input_shape[1:])
@@ -133,7 +135,7 @@ class Convolution(Neuron):
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        self._added_channel_axis = x.ndim == 3 and self.in_channels == 1
+        self._added_channel_axis = x.ndim == 3 and self.in_channels in (None, 1)
         if self._added_channel_axis:
             x = x[:, None]
         x = self.cast_input(self.check_input(x))
