@@ -72,8 +72,9 @@ class NeuralNetwork:
         return float(history.history["loss"][-1]) if history.history else float("nan")
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Outputs of the last layer for one batch (in inference mode)."""
-        return self.model.predict(x)
+        """Outputs of the last layer for one batch (in inference mode), in one pass: splitting it
+        into Keras-sized batches would alternate two shapes and rebuild the conv work buffers."""
+        return self.model.predict(x, batch_size=None)
 
 
 class _PrintEpochLoss(Callback):
