@@ -5,9 +5,21 @@
 * :class:`Optimizer` -- turns parameter gradients into parameter updates.
 
 A layer maps a batch ``x`` of shape ``(N, *input_shape)`` to ``y`` of shape
-``(N, *output_shape)``. ``forward(x)`` remembers what ``backward`` needs; ``backward(dL_dy)``
-stores the parameter gradients and returns ``dL_dx``. Shapes are *per sample*: the batch
+``(N, *output_shape)``. ``forward(x)`` remembers what ``backward`` needs (the attributes named
+in ``cache_attrs``); ``backward(dL_dy, need_input_grad=True)`` *adds* the parameter gradients to
+``_X_pd`` (as torch adds to ``.grad``) and returns ``dL_dx``. Shapes are *per sample*: the batch
 size is never part of a layer, so any batch size works at run time.
+
+The protocol that models (``Sequential``, the graph ``Model``) and the training loop rely on:
+
+* ``forward(x)`` / ``backward(dL_dy, need_input_grad=True)``; a merge layer (``Add``,
+  ``Concatenate``) takes a list of arrays and returns a list of gradients;
+* ``parameters()`` / ``gradients()`` / ``buffers()`` by name, ``zero_grad()``;
+* ``training``: set by the model for each pass; in inference mode the model calls
+  ``release_cache()`` after the forward, so nothing is kept for a backward;
+* ``save_context()`` / ``restore_context(ctx)``: hand the forward cache over to the caller and
+  back, so that a layer called at two places of a graph backpropagates each call with its own
+  cache.
 """
 
 from __future__ import annotations
@@ -50,6 +62,10 @@ class Layer(ABC):
     #: True where ``backward(dL_dy, need_input_grad=False)`` skips dL/dx; a model's training
     #: step asks that of its first layer, whose input needs no gradient (as torch does).
     can_skip_input_grad = False
+    #: Names of the attributes where ``forward`` keeps what ``backward`` needs.
+    cache_attrs: tuple[str, ...] = ()
+    #: How many inputs ``forward`` takes: 1, or None for a merge layer taking a list of any length.
+    n_inputs: int | None = 1
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
@@ -109,20 +125,61 @@ class Layer(ABC):
         """``y = f(x)`` for a batch; caches what ``backward`` needs."""
 
     @abstractmethod
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        """Given ``dL/dy`` of the last ``forward``, store parameter gradients, return ``dL/dx``."""
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Given ``dL/dy`` of the last ``forward``, add the parameter gradients, return ``dL/dx``.
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+        With ``need_input_grad=False`` a layer may skip dL/dx and return ``None``
+        (``can_skip_input_grad``); the others compute it anyway.
+        """
+
+    def __call__(self, x: Any) -> Any:
+        """``forward(x)`` on arrays; on symbolic tensors (``Input(...)``), a node of a graph model."""
+        from .symbolic import SymbolicTensor, call_layer_symbolically
+
+        if isinstance(x, SymbolicTensor) or (
+            isinstance(x, (list, tuple)) and x and all(isinstance(t, SymbolicTensor) for t in x)
+        ):
+            return call_layer_symbolically(self, x)
         return self.forward(x)
+
+    # -- what forward keeps for backward ----------------------------------------------------
+    def release_cache(self) -> None:
+        """Drop what the last ``forward`` kept for ``backward`` (inference passes need nothing)."""
+        for attr in self.cache_attrs:
+            setattr(self, attr, None)
+
+    def save_context(self) -> dict[str, Any]:
+        """Take the forward cache out of the layer (the layer is left without one)."""
+        context = {attr: getattr(self, attr, None) for attr in self.cache_attrs}
+        self.release_cache()
+        return context
+
+    def restore_context(self, context: dict[str, Any]) -> None:
+        """Put back a cache taken by :meth:`save_context`, before the matching ``backward``."""
+        for attr, value in context.items():
+            setattr(self, attr, value)
+
+    def _require_cache(self, attr: str) -> Any:
+        value = getattr(self, attr, None)
+        if value is None:
+            raise RuntimeError(
+                f"{self.name}: backward needs a forward in training mode first "
+                "(inference passes keep nothing for a backward)"
+            )
+        return value
 
     # -- parameters -----------------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
         """Trainable arrays by name. Optimizers update them in place."""
         return {}
 
-    def gradients(self) -> dict[str, np.ndarray]:
-        """``dL/dparameter`` from the last ``backward``, with the same names as ``parameters()``."""
+    def gradients(self) -> dict[str, np.ndarray | None]:
+        """``dL/dparameter`` summed over the ``backward`` calls since the last ``zero_grad``,
+        with the same names as ``parameters()`` (``None`` before any backward, as torch's ``.grad``)."""
         return {}
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients (torch's ``zero_grad(set_to_none=True)``)."""
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trainable state that is saved with the model (e.g. batch-norm running stats)."""
@@ -149,7 +206,9 @@ class Neuron(Layer):
 
     Subclasses create their parameters in ``build`` and name them in ``parameter_names``.
     The gradient of parameter ``X`` lives in attribute ``_X_pd`` (the seed's name, which the
-    notebook reads as ``layer._W_pd``); ``gradients()`` is the public way to read them.
+    notebook reads as ``layer._W_pd``); ``gradients()`` is the public way to read them. Each
+    ``backward`` adds to it through :meth:`accumulate_gradient`, so a layer used twice before a
+    ``zero_grad`` holds the sum of both gradients, as in torch.
     """
 
     parameter_names: tuple[str, ...] = ("W",)
@@ -168,12 +227,20 @@ class Neuron(Layer):
     def parameters(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in self.parameter_names if getattr(self, k, None) is not None}
 
-    def gradients(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, f"_{k}_pd") for k in self.parameters()}
+    def gradients(self) -> dict[str, np.ndarray | None]:
+        return {k: getattr(self, f"_{k}_pd", None) for k in self.parameters()}
 
     def zero_grad(self) -> None:
-        for k, p in self.parameters().items():
-            setattr(self, f"_{k}_pd", np.zeros_like(p))
+        for k in self.parameter_names:
+            setattr(self, f"_{k}_pd", None)
+
+    def accumulate_gradient(self, name: str, grad: np.ndarray) -> None:
+        """Add ``grad`` to ``_{name}_pd``. ``grad`` must be a fresh array: the first one is kept as is."""
+        current = getattr(self, f"_{name}_pd", None)
+        if current is None:
+            setattr(self, f"_{name}_pd", grad)
+        else:
+            current += grad
 
     def cast_input(self, x: np.ndarray) -> np.ndarray:
         """Bring the input to this layer's dtype (a no-op when it already is)."""
@@ -202,10 +269,15 @@ class Optimizer(ABC):
         return self._state.setdefault(id(param), {"param": param})
 
     def step(self, layers: Iterable[Layer]) -> None:
-        pairs = []
+        pairs, seen = [], set()
         for layer in layers:
             grads = layer.gradients()
-            pairs.extend((p, grads[name]) for name, p in layer.parameters().items())
+            for name, p in layer.parameters().items():
+                # A parameter without a gradient (not on the loss's path) is left alone, as in
+                # torch; a layer listed twice (shared in a graph) is updated once.
+                if grads.get(name) is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    pairs.append((p, grads[name]))
         if self.clip_norm is not None:
             norm = np.sqrt(sum(float(np.vdot(g, g)) for _, g in pairs))
             scale = self.clip_norm / (norm + 1e-6)

@@ -169,8 +169,12 @@ class Sequential:
         logits = self.forward(x, training=True)
         loss = float(self.loss.forward(logits, y))
         if math.isfinite(loss):
+            for layer in self.layers:
+                layer.zero_grad()
             self.backward(self.loss.backward(), need_input_grad=False)
             self.optimizer.step(self.layers)
+            for layer in self.layers:
+                layer.zero_grad()
         return loss, logits
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:

@@ -41,6 +41,7 @@ class BatchNormalization(Neuron):
     """
 
     parameter_names = ("gamma", "beta")
+    cache_attrs = ("_cache",)
 
     def __init__(
         self,
@@ -170,20 +171,22 @@ class BatchNormalization(Neuron):
         self.running_mean[...] = f * mean + (1.0 - f) * self.running_mean
         self.running_var[...] = f * unbiased_var + (1.0 - f) * self.running_var
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        x_hat, inv_std, training = self._cache
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
+        x_hat, inv_std, training = self._require_cache("_cache")
         dL_dy = self.check_output_grad(dL_dy, x_hat.shape[0], self.dtype)
         axes = (0,) + tuple(range(2, x_hat.ndim))
         channel = (1, -1) + (1,) * (x_hat.ndim - 2)
-        self._beta_pd = dL_dy.sum(axis=axes)
-        self._gamma_pd = (dL_dy * x_hat).sum(axis=axes)
+        d_beta = dL_dy.sum(axis=axes)
+        d_gamma = (dL_dy * x_hat).sum(axis=axes)
+        self.accumulate_gradient("beta", d_beta.copy())
+        self.accumulate_gradient("gamma", d_gamma.copy())
         scale = self.gamma * inv_std
         if not training:
             return dL_dy * scale.reshape(channel)
         m = dL_dy.size // self.num_features
         dx = m * dL_dy
-        dx -= self._beta_pd.reshape(channel)
-        dx -= x_hat * self._gamma_pd.reshape(channel)
+        dx -= d_beta.reshape(channel)
+        dx -= x_hat * d_gamma.reshape(channel)
         dx *= (scale / m).reshape(channel)
         return dx
 

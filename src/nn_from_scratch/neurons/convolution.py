@@ -32,6 +32,7 @@ class Convolution(Neuron):
     """
 
     parameter_names = ("W", "B")
+    cache_attrs = ("_cols", "_plan", "_x_shape", "_last_pass_fast", "_added_channel_axis")
 
     def __init__(
         self,
@@ -154,20 +155,21 @@ class Convolution(Neuron):
     can_skip_input_grad = True
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """Store dL/dW (and dL/dB); return dL/dx, or ``None`` when ``need_input_grad`` is False.
+        """Add dL/dW (and dL/dB) to the gradients; return dL/dx, or ``None`` when ``need_input_grad`` is False.
 
         Skipping dL/dx is for the first layer of a model, whose input needs no gradient: torch
         skips it the same way for an input without ``requires_grad``.
         """
-        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0], self.dtype)
+        dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0], self.dtype)
         if self._last_pass_fast:
-            dx, self._W_pd, db = self._plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
+            dx, dW, db = self._plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
         else:
-            dx, self._W_pd, db = kernels.conv2d_backward(
+            dx, dW, db = kernels.conv2d_backward(
                 dL_dy, self._cols, self._x_shape, self.W, self.geometry, need_dx=need_input_grad
             )
+        self.accumulate_gradient("W", dW)
         if self.use_bias:
-            self._B_pd = db
+            self.accumulate_gradient("B", db)
         if dx is None:
             return None
         return dx[:, 0] if self._added_channel_axis else dx

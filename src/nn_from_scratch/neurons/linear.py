@@ -25,6 +25,7 @@ class Linear(Neuron):
     """
 
     parameter_names = ("W",)
+    cache_attrs = ("_x",)
 
     def __init__(
         self,
@@ -52,7 +53,6 @@ class Linear(Neuron):
             if W.ndim != 2 or W.shape[1] != self.n_out:
                 raise ValueError(f"{self.name}: expected W of shape (n_in + 1, {self.n_out}), got {W.shape}")
             self.W, self.user_weights = W, True
-            self._W_pd = np.zeros_like(W)
             self.build((W.shape[0] - 1,))
         elif input_dim is not None:
             self.build((per_sample_shape(input_dim)[-1],))
@@ -86,7 +86,7 @@ class Linear(Neuron):
             self.W = W
         else:
             self.W[...] = W  # in place, so optimizer state keyed by the array stays valid
-        self._W_pd = np.zeros_like(self.W)
+        self.zero_grad()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.cast_input(self.check_input(x))
@@ -98,15 +98,16 @@ class Linear(Neuron):
     can_skip_input_grad = True
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """Store dL/dW (overwriting the previous one, like torch's ``.grad``); return dL/dx.
+        """Add dL/dW to ``_W_pd`` (as torch adds to ``.grad``); return dL/dx.
 
         ``need_input_grad=False`` skips dL/dx and returns ``None`` (first layer of a model).
         """
-        dL_dy = self.check_output_grad(dL_dy, self._x.shape[0], self.dtype)
-        grad = self._W_pd if self._W_pd is not None and self._W_pd.shape == self.W.shape else np.empty_like(self.W)
-        np.matmul(self._x.T, dL_dy, out=grad[1:])
+        x = self._require_cache("_x")
+        dL_dy = self.check_output_grad(dL_dy, x.shape[0], self.dtype)
+        grad = np.empty_like(self.W)
+        np.matmul(x.T, dL_dy, out=grad[1:])
         np.sum(dL_dy, axis=0, out=grad[0])
-        self._W_pd = grad
+        self.accumulate_gradient("W", grad)
         return dL_dy @ self.W[1:].T if need_input_grad else None
 
     def get_config(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class Dropout(Node):
     """
 
     fixed_input_shape = False
+    cache_attrs = ("_mask",)
 
     def __init__(self, rate: float, name: str | None = None) -> None:
         super().__init__(name)
@@ -47,7 +48,7 @@ class Dropout(Node):
         self._mask = mask
         return x * mask
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         dL_dy = np.asarray(dL_dy)
         if self._mask is None:
             return dL_dy

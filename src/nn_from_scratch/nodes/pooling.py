@@ -77,14 +77,17 @@ class MaxPooling(_Pooling2D):
     maximal element in row-major window order, which is PyTorch's CPU choice too.
     """
 
+    cache_attrs = ("_x_shape", "_argmax")
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float(self.check_input(x))
         self._x_shape = x.shape
         y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
         return y
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        return kernels.max_pool2d_backward(self.check_output_grad(dL_dy, self._x_shape[0]), self._argmax, self._x_shape, self.geometry)
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
+        x_shape = self._require_cache("_x_shape")
+        return kernels.max_pool2d_backward(self.check_output_grad(dL_dy, x_shape[0]), self._argmax, x_shape, self.geometry)
 
 
 class AveragePooling(_Pooling2D):
@@ -98,6 +101,8 @@ class AveragePooling(_Pooling2D):
     Backward: every element of window ``(i, j)`` receives ``dL/dy[n, c, i, j] / d[i, j]``;
     overlapping windows add up.
     """
+
+    cache_attrs = ("_x_shape", "_dtype")
 
     def __init__(
         self,
@@ -127,8 +132,8 @@ class AveragePooling(_Pooling2D):
         self._dtype = x.dtype
         return kernels.avg_pool2d_forward(x, self.geometry, self._divisor(x.dtype))
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0]).astype(self._dtype, copy=False)
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
+        dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0]).astype(self._dtype, copy=False)
         return kernels.avg_pool2d_backward(dL_dy, self._x_shape, self.geometry, self._divisor(self._dtype))
 
     def get_config(self) -> dict[str, Any]:
@@ -141,6 +146,8 @@ class GlobalAveragePooling(Node):
     Any number of spatial axes works (``(N, C, L)`` too). Backward spreads ``dL/dy[n, c]``
     evenly: ``dL/dx[n, c, h, w] = dL/dy[n, c] / (H * W)``.
     """
+
+    cache_attrs = ("_x_shape",)
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
@@ -159,8 +166,8 @@ class GlobalAveragePooling(Node):
         self._x_shape = x.shape
         return x.mean(axis=tuple(range(2, x.ndim)))
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        dL_dy = self.check_output_grad(dL_dy, self._x_shape[0])
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
+        dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0])
         spatial = int(np.prod(self._x_shape[2:]))
         share = dL_dy / spatial
         return np.broadcast_to(share.reshape(share.shape + (1,) * (len(self._x_shape) - 2)), self._x_shape).copy()

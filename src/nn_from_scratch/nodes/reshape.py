@@ -17,6 +17,8 @@ class Vectorization(Node):
     ``input_dim`` may include the batch size, as in the seed: ``Vectorization((50, 2, 20, 20))``.
     """
 
+    cache_attrs = ("_x_shape",)
+
     def __init__(self, input_dim: Any = None, name: str | None = None) -> None:
         super().__init__(name)
         shape = per_sample_shape(input_dim)
@@ -34,8 +36,9 @@ class Vectorization(Node):
         self._x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dL_dy: np.ndarray) -> np.ndarray:
-        return np.asarray(dL_dy).reshape(self._x_shape)
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
+        x_shape = self._require_cache("_x_shape")
+        return self.check_output_grad(dL_dy, x_shape[0]).reshape(x_shape)
 
     def get_config(self) -> dict[str, Any]:
         return {"input_dim": None if self.input_shape is None else list(self.input_shape), "name": self.name}

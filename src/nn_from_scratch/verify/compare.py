@@ -271,6 +271,8 @@ def _our_pass(layers: list[Layer], loss: Loss, x: np.ndarray, y: Any, modes: lis
     g = np.asarray(loss.backward())
     loss_grad = np.array(g, copy=True)
     input_grads: list[np.ndarray] = [None] * len(layers)  # type: ignore[list-item]
+    for layer in layers:
+        layer.zero_grad()  # gradients accumulate: start from none
     for i in reversed(range(len(layers))):
         g = layers[i].backward(g)
         input_grads[i] = np.array(g, copy=True)

@@ -142,6 +142,8 @@ def gradcheck(
                 return plus - minus
 
         grad = dL_dout
+        for layer in layers:
+            layer.zero_grad()  # gradients accumulate: start from none
         for layer in reversed(layers):
             grad = layer.backward(grad)
         tensors: list[_Tensor] = []
