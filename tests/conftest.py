@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
+
+# Keras 3 picks its backend once, at import. The Keras checks feed it torch tensors, so they run
+# on the torch backend whatever else is installed (TensorFlow, JAX) or the shell chose.
+os.environ["KERAS_BACKEND"] = "torch"
+
+
+def keras_or_skip():
+    """``keras`` on its torch backend, or a skip whose reason pytest reports (``-ra``)."""
+    pytest.importorskip("torch", reason="the Keras checks need torch (Keras' torch backend)")
+    keras = pytest.importorskip("keras", reason="keras is not installed (pip install -e '.[test]')")
+    if keras.backend.backend() != "torch":  # imported before this conftest set the backend
+        pytest.skip(f"keras runs on its {keras.backend.backend()!r} backend, the checks need 'torch'")
+    return keras
 
 
 @pytest.fixture(autouse=True, scope="session")
