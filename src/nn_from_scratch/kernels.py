@@ -585,3 +585,194 @@ def avg_pool2d_backward(
         else:  # each input pixel is in one window at most
             dxp[:, :, rows, columns] = share
     return dxp[:, :, pt : pt + h, pl : pl + w]
+
+# -- special functions (GELU) ---------------------------------------------------------------
+# erf and erfc in float64 without SciPy. |x| < 1: erf(x) = x * P(x^2); |x| >= 1:
+# erfc(|x|) = exp(-x^2) * erfcx(|x|) with erfcx(x) = exp(x^2) erfc(x), a smooth, slowly varying
+# function, on the octaves [1, 2), [2, 4), ..., [16, 32) (beyond 26.6 erfc underflows to 0).
+# P and erfcx are Chebyshev series computed for this module with mpmath at 50 digits (nodes
+# of the first kind, 80 points, truncated below 1e-19 of the function's size); tests hold
+# erf/erfc to math.erf/math.erfc within a few ulps.
+_ERF_SMALL = np.array([
+    0.9754769393826541, -0.14226120510371365, 0.010035582187599796, -0.0005768764699767485,
+    2.741993125219606e-05, -1.1043175507344507e-06, 3.8488755420345036e-08, -1.1808582533875466e-09,
+    3.2334215826050907e-11, -7.991015947004549e-13, 1.7990725113961456e-14, -3.718635487818693e-16,
+    7.103599003714253e-18, -1.2612455119155226e-19,
+])
+_ERFCX_1_2 = np.array([
+    0.331427281639452, -0.0850021377067432, 0.009951127341466115, -0.0010810888102208325,
+    0.0001102324363119495, -1.0636830518218601e-05, 9.775012680479055e-07, -8.597922867888315e-08,
+    7.2677084117248425e-09, -5.923543840592542e-10, 4.6683928572294154e-11, -3.56612770156775e-12,
+    2.6458779519104523e-13, -1.9101658673527567e-14, 1.343976588479829e-15, -9.228790549094326e-17,
+    6.19267308464391e-18, -4.0652224326488762e-19,
+])
+_ERFCX_2_4 = np.array([
+    0.1874295690262241, -0.05794652883669097, 0.008595247387396534, -0.0012284613640242594,
+    0.00016974366686180488, -2.2738329337044562e-05, 2.959844378804878e-06, -3.7513575581379714e-07,
+    4.6372828761738244e-08, -5.599455392564088e-09, 6.613160896679916e-10, -7.648271522199816e-11,
+    8.670904325876594e-12, -9.645456274382108e-13, 1.0536827959360625e-13, -1.1312630906760667e-14,
+    1.1945180669174577e-15, -1.241310752580407e-16, 1.270246323185436e-17, -1.280725873663855e-18,
+    1.2729426443953689e-19,
+])
+_ERFCX_4_8 = np.array([
+    0.09799557556862198, -0.03261716242283879, 0.005354444513048941, -0.0008675085617618387,
+    0.0001387834577332989, -2.1933248302183236e-05, 3.425716824410705e-06, -5.289955530513349e-07,
+    8.079076527537946e-08, -1.2207511691612988e-08, 1.8255151508559988e-09, -2.7024969193563974e-10,
+    3.961752303537055e-11, -5.752619043200236e-12, 8.275752891382595e-13, -1.1798167744445412e-13,
+    1.6671816868045593e-14, -2.335628745546585e-15, 3.244620004495789e-16, -4.470390173206754e-17,
+    6.10980111227626e-18, -8.284830681274416e-19, 1.114773431757112e-19, -1.4886902126113345e-20,
+])
+_ERFCX_8_16 = np.array([
+    0.0496402148021428, -0.016897808070160118, 0.0028652408255077657, -0.00048403293647937437,
+    8.146859582420295e-05, -1.3662340878975885e-05, 2.2829539932731383e-06, -3.801224444355858e-07,
+    6.30697220062995e-08, -1.0428112493713957e-08, 1.7182796156078595e-09, -2.8216353600775824e-10,
+    4.617874055248115e-11, -7.532381371020102e-12, 1.2245769587090083e-12, -1.984347172176958e-13,
+    3.2050951925946495e-14, -5.160235538551778e-15, 8.281647822511873e-16, -1.3249383610142047e-16,
+    2.1130951179180252e-17, -3.3596913788621183e-18, 5.325359678865873e-19, -8.415496414540931e-20,
+    1.3258779191883203e-20,
+])
+_ERFCX_16_32 = np.array([
+    0.024905097353781745, -0.008528727616881514, 0.0014589152524793687, -0.00024931992222736865,
+    4.256633635866193e-05, -7.2603774484576065e-06, 1.2371917610694735e-06, -2.1062066549245407e-07,
+    3.5822205670485775e-08, -6.086845487205534e-09, 1.0332896203608712e-09, -1.7524389842807873e-10,
+    2.969313145827533e-11, -5.026463705306691e-12, 8.500877273856693e-13, -1.4363516245993171e-13,
+    2.424682046354207e-14, -4.089281370834573e-15, 6.890306193154624e-16, -1.1599266631620084e-16,
+    1.950851306688945e-17, -3.2780877178913375e-18, 5.503270587994995e-19, -9.230520279493807e-20,
+    1.5468123386395936e-20,
+])
+_ERFCX_OCTAVES = ((1.0, 2.0, _ERFCX_1_2), (2.0, 4.0, _ERFCX_2_4), (4.0, 8.0, _ERFCX_4_8), (8.0, 16.0, _ERFCX_8_16),
+                  (16.0, 32.0, _ERFCX_16_32))
+
+
+def _chebyshev(t: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``sum_k c[k] T_k(t)`` for ``t`` in [-1, 1] (Clenshaw's recurrence)."""
+    b1 = np.zeros_like(t)
+    b2 = np.zeros_like(t)
+    t2 = 2.0 * t
+    for ck in c[:0:-1]:
+        b1, b2 = t2 * b1 - b2 + ck, b1
+    return t * b1 - b2 + c[0]
+
+
+def _exp_minus_square(a: np.ndarray) -> np.ndarray:
+    """``exp(-a^2)`` without the rounding of ``a * a`` (relative error ~1e-14 at a = 10 otherwise):
+    ``a = hi + lo`` with ``hi`` a multiple of 2^-12, so ``hi^2`` is exact for ``a < 2^12``.
+    ``a`` is capped at 64, where the result has long underflowed to 0 (inf would give inf - inf)."""
+    a = np.minimum(a, 64.0)  # NaN stays NaN
+    hi = np.floor(a * 4096.0) / 4096.0
+    lo = a - hi
+    return np.exp(-hi * hi) * np.exp(-lo * (a + hi))
+
+
+def _erfcx_at_least_one(a: np.ndarray) -> np.ndarray:
+    """``exp(a^2) erfc(a)`` for ``a >= 1`` (values above 32 are evaluated at 32: erfc is 0 there)."""
+    a = np.minimum(a, 32.0)
+    out = np.empty_like(a)
+    for lo, hi, c in _ERFCX_OCTAVES:
+        inside = (a >= lo) & (a < hi) if hi < 32.0 else (a >= lo)
+        if inside.any():
+            out[inside] = _chebyshev((2.0 * a[inside] - (lo + hi)) / (hi - lo), c)
+    return out
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, element-wise, in float64 (``erf(+-inf) = +-1``, NaN stays NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    small = a < 1.0
+    out = np.empty_like(x)
+    xs = x[small]
+    out[small] = xs * _chebyshev(2.0 * xs * xs - 1.0, _ERF_SMALL)
+    large = ~small  # NaN lands here and stays NaN
+    al = a[large]
+    out[large] = np.copysign(1.0 - _exp_minus_square(al) * _erfcx_at_least_one(al), x[large])
+    return out
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """``1 - erf(x)`` without cancellation for large ``x`` (float64; ``erfc(-inf) = 2``, ``erfc(inf) = 0``)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    small = a < 1.0
+    out = np.empty_like(x)
+    xs = x[small]
+    out[small] = 1.0 - xs * _chebyshev(2.0 * xs * xs - 1.0, _ERF_SMALL)
+    large = ~small
+    al = a[large]
+    tail = _exp_minus_square(al) * _erfcx_at_least_one(al)
+    out[large] = np.where(x[large] > 0, tail, 2.0 - tail)
+    return out
+
+
+# -- upsampling (UpSampling2D) --------------------------------------------------------------
+# Integer factors on NCHW. Nearest: each pixel repeated (torch's mode="nearest" and Keras'
+# repeat agree for integer factors). Bilinear: torch's F.interpolate(mode="bilinear",
+# align_corners=False), written as two 1-D interpolation matrices, y = A_h @ x @ A_w^T, whose
+# transposes give the backward pass; upsample_bilinear2d_reference is the 4-tap formula, per
+# output pixel, that the tests hold the matrices against.
+def upsample_nearest2d(x: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """``y[n, c, i, j] = x[n, c, i // fh, j // fw]``."""
+    fh, fw = factors
+    return np.repeat(np.repeat(x, fh, axis=-2), fw, axis=-1)
+
+
+def upsample_nearest2d_backward(dy: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """Adjoint of :func:`upsample_nearest2d`: each input pixel gets the sum of its ``fh x fw`` block."""
+    fh, fw = factors
+    n, c, oh, ow = dy.shape
+    return dy.reshape(n, c, oh // fh, fh, ow // fw, fw).sum(axis=(3, 5))
+
+
+def linear_source_taps(size: int, factor: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """torch's ``align_corners=False`` taps for one axis upsampled ``factor`` times:
+    for each output index ``o``, ``(i0, i1, l0, l1)`` with ``y[o] = l0 * x[i0] + l1 * x[i1]``.
+
+    ``src = max(scale * (o + 0.5) - 0.5, 0)`` with ``scale = 1 / factor`` (in the dtype's
+    precision, as torch), ``i0 = min(floor(src), size - 1)``, ``i1 = i0 + 1`` except at the last
+    pixel, ``l1 = src - i0``, ``l0 = 1 - l1``. A factor of 1 copies (``l0 = 1``).
+    """
+    dtype = np.dtype(dtype)
+    out = np.arange(size * factor)
+    if factor == 1:
+        return out, out, np.ones(size, dtype), np.zeros(size, dtype)
+    scale = dtype.type(1.0 / factor)
+    src = np.maximum(scale * (out.astype(dtype) + dtype.type(0.5)) - dtype.type(0.5), dtype.type(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), size - 1)
+    i1 = i0 + (i0 < size - 1)
+    l1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)
+    return i0, i1, (dtype.type(1) - l1).astype(dtype), l1
+
+
+def linear_interpolation_matrix(size: int, factor: int, dtype: Any) -> np.ndarray:
+    """``A`` of shape ``(size * factor, size)`` with ``y = A @ x`` along one axis (see :func:`linear_source_taps`)."""
+    i0, i1, l0, l1 = linear_source_taps(size, factor, dtype)
+    a = np.zeros((size * factor, size), dtype=np.dtype(dtype))
+    rows = np.arange(size * factor)
+    np.add.at(a, (rows, i0), l0)
+    np.add.at(a, (rows, i1), l1)
+    return a
+
+
+def upsample_bilinear2d(x: np.ndarray, a_h: np.ndarray, a_w: np.ndarray) -> np.ndarray:
+    """``y[n, c] = A_h @ x[n, c] @ A_w^T``: the width axis as one matrix product, then the height axis."""
+    n, c, h, w = x.shape
+    t = (x.reshape(n * c * h, w) @ a_w.T).reshape(n * c, h, a_w.shape[0])
+    return np.matmul(a_h, t).reshape(n, c, a_h.shape[0], a_w.shape[0])
+
+
+def upsample_bilinear2d_backward(dy: np.ndarray, a_h: np.ndarray, a_w: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`upsample_bilinear2d`: ``dx[n, c] = A_h^T @ dy[n, c] @ A_w``."""
+    n, c, oh, ow = dy.shape
+    t = (dy.reshape(n * c * oh, ow) @ a_w).reshape(n * c, oh, a_w.shape[1])
+    return np.matmul(a_h.T, t).reshape(n, c, a_h.shape[1], a_w.shape[1])
+
+
+def upsample_bilinear2d_reference(x: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """The 4-tap formula, as torch's CPU kernel writes it:
+    ``y = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])``."""
+    h, w = x.shape[-2:]
+    h0, h1, l0h, l1h = linear_source_taps(h, factors[0], x.dtype)
+    w0, w1, l0w, l1w = linear_source_taps(w, factors[1], x.dtype)
+    rows0, rows1 = x[..., h0, :], x[..., h1, :]
+    l0h, l1h = l0h[:, None], l1h[:, None]
+    return l0h * (l0w * rows0[..., w0] + l1w * rows0[..., w1]) + l1h * (l0w * rows1[..., w0] + l1w * rows1[..., w1])

@@ -2,9 +2,10 @@
 and are re-exported here because the seed imported them from ``nodes``."""
 
 from ..losses import MSELoss, SoftMaxLoss
-from .activations import LeakyReLU, ReLU, Sigmoid, SoftMax, Tanh
+from .activations import ELU, GELU, Identity, LeakyReLU, LogSoftMax, ReLU, Sigmoid, SiLU, SoftMax, Softplus, Tanh
 from .dropout import Dropout
 from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
-from .reshape import Vectorization
+from .reshape import Reshape, Vectorization
+from .upsampling import UpSampling2D
 
-__all__ = ["AveragePooling", "Dropout", "GlobalAveragePooling", "LeakyReLU", "MaxPooling", "MSELoss", "ReLU", "Sigmoid", "SoftMax", "SoftMaxLoss", "Tanh", "Vectorization"]
+__all__ = ["AveragePooling", "Dropout", "ELU", "GELU", "GlobalAveragePooling", "Identity", "LeakyReLU", "LogSoftMax", "MaxPooling", "MSELoss", "ReLU", "Reshape", "Sigmoid", "SiLU", "SoftMax", "SoftMaxLoss", "Softplus", "Tanh", "UpSampling2D", "Vectorization"]
