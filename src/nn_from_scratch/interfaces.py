@@ -32,17 +32,29 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
-def per_sample_shape(shape: Any, expected_ndim: int | None = None) -> Shape | None:
+def is_int(value: Any) -> bool:
+    """True for a Python or NumPy integer (``bool`` excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def per_sample_shape(shape: Any, expected_ndim: int | None = None, what: str = "shape", who: str = "layer") -> Shape | None:
     """Turn a seed-style shape argument into a per-sample shape.
 
     The seed passed shapes *with* the batch size, e.g. ``(50, 1, 28, 28)``; newer code passes
     ``(1, 28, 28)`` or leaves it out (``None``). With ``expected_ndim`` given, a shape with one
-    extra leading axis is taken to include the batch size, which is dropped.
+    extra leading axis is taken to include the batch size, which is dropped. Anything but a
+    positive int or a sequence of them (a string, a float) is a ``TypeError`` / ``ValueError``
+    naming ``who`` and ``what``.
     """
     if shape is None:
         return None
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
+    if is_int(shape):
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{who}: {what} must be a positive int or a tuple of them, got {shape!r} ({type(shape).__name__})")
+    shape = tuple(shape)
+    if not shape or not all(is_int(s) and s >= 1 for s in shape):
+        raise ValueError(f"{who}: {what} must be a positive int or a tuple of them, got {shape!r}")
     shape = tuple(int(s) for s in shape)
     if expected_ndim is not None and len(shape) == expected_ndim + 1:
         return shape[1:]
@@ -52,6 +64,27 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None) -> Shape | No
 def as_float(x: np.ndarray) -> np.ndarray:
     """``x`` itself when it is floating point, else ``x`` as float64 (integer images, masks)."""
     return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+def check_hyperparameter(
+    value: Any, what: str, who: str, *, low: float | None = None, high: float | None = None,
+    low_open: bool = False, high_open: bool = False,
+) -> float:
+    """``value`` as a finite float within the bounds, else a ``ValueError`` (``TypeError`` for a
+    non-number) naming ``who``, ``what`` and the value. Used by constructors (lr, eps, ...)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{who}: {what} must be a number, got {value!r} ({type(value).__name__})")
+    number = float(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if not np.isfinite(number) or too_low or too_high:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        raise ValueError(f"{who}: {what} must be a finite number{' ' + ' and '.join(bounds) if bounds else ''}, got {value!r}")
+    return number
 
 
 class Layer(ABC):
@@ -257,10 +290,10 @@ class Optimizer(ABC):
     """
 
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
-        self.lr = float(lr)
-        self.clip_norm = clip_norm
+        self.lr = check_hyperparameter(lr, "lr", type(self).__name__, low=0.0, low_open=True)
+        self.clip_norm = None if clip_norm is None else check_hyperparameter(
+            clip_norm, "clip_norm", type(self).__name__, low=0.0, low_open=True
+        )
         self.iterations = 0
         self._state: dict[int, dict[str, Any]] = {}
 
@@ -269,15 +302,27 @@ class Optimizer(ABC):
         return self._state.setdefault(id(param), {"param": param})
 
     def step(self, layers: Iterable[Layer]) -> None:
-        pairs, seen = [], set()
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        index: dict[int, int] = {}  # id(parameter) -> its place in pairs
+        grads_seen: set[int] = set()
         for layer in layers:
             grads = layer.gradients()
             for name, p in layer.parameters().items():
                 # A parameter without a gradient (not on the loss's path) is left alone, as in
-                # torch; a layer listed twice (shared in a graph) is updated once.
-                if grads.get(name) is not None and id(p) not in seen:
-                    seen.add(id(p))
-                    pairs.append((p, grads[name]))
+                # torch. Every parameter is updated once: a layer listed twice (shared in a
+                # graph) brings the same gradient array again, which is skipped; one array
+                # held by two layers gets the sum of their gradients, as a torch parameter
+                # used twice does.
+                g = grads.get(name)
+                if g is None or id(g) in grads_seen:
+                    continue
+                grads_seen.add(id(g))
+                if id(p) in index:
+                    place = index[id(p)]
+                    pairs[place] = (p, pairs[place][1] + g)
+                else:
+                    index[id(p)] = len(pairs)
+                    pairs.append((p, g))
         if self.clip_norm is not None:
             norm = np.sqrt(sum(float(np.vdot(g, g)) for _, g in pairs))
             scale = self.clip_norm / (norm + 1e-6)

@@ -58,8 +58,8 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
 
 def as_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
     """A positive int or a pair of them (kernel size, stride, dilation) -> ``(h, w)``."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or any(int(v) < 1 for v in pair):
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair):
         raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
 
@@ -76,6 +76,8 @@ def resolve_padding(
         raise ValueError(f"{layer}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
     if isinstance(padding, (int, np.integer)):
         padding = (padding,)
+    if not isinstance(padding, (tuple, list)) or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in padding):
+        raise ValueError(f"{layer}: padding must be non-negative ints: int, (ph, pw) or (top, bottom, left, right); got {padding!r}")
     pads = tuple(int(p) for p in padding)
     if any(p < 0 for p in pads) or len(pads) not in (1, 2, 4):
         raise ValueError(f"{layer}: padding must be non-negative: int, (ph, pw) or (top, bottom, left, right); got {padding!r}")

@@ -40,55 +40,99 @@ class Loss(ABC):
         return y_pred
 
 
-def one_hot_targets(y_true: Any, shape: tuple[int, int], dtype: np.dtype, who: str) -> np.ndarray:
-    """Integer labels ``(N,)`` or one-hot / soft labels ``(N, K)`` -> a float ``(N, K)`` target."""
+def class_labels(y_true: Any, shape: tuple[int, int], who: str) -> np.ndarray | None:
+    """Integer class labels ``(N,)`` (or ``(N, 1)``) as an ``intp`` vector, checked against the
+    number of classes; ``None`` when ``y_true`` is not of that form (one-hot / soft ``(N, K)``)."""
     y_true = np.asarray(y_true)
     n, k = shape
-    if y_true.shape == (n,) or y_true.shape == (n, 1) and k > 1:
-        labels = y_true.reshape(n)
-        if labels.dtype.kind not in "iu" and not np.all(labels == np.round(labels)):
-            raise ValueError(f"{who}: integer class labels expected, got non-integer values")
-        labels = labels.astype(np.intp)
-        if labels.size and (labels.min() < 0 or labels.max() >= k):
-            raise ValueError(f"{who}: class labels must lie in [0, {k - 1}], got range [{labels.min()}, {labels.max()}]")
+    if not (y_true.shape == (n,) or y_true.shape == (n, 1) and k > 1):
+        return None
+    labels = y_true.reshape(n)
+    if labels.dtype.kind not in "iu" and not np.all(labels == np.round(labels)):
+        raise ValueError(f"{who}: integer class labels expected, got non-integer values")
+    labels = labels.astype(np.intp)
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"{who}: class labels must lie in [0, {k - 1}], got range [{labels.min()}, {labels.max()}]")
+    return labels
+
+
+def one_hot_targets(y_true: Any, shape: tuple[int, int], dtype: np.dtype, who: str) -> np.ndarray:
+    """Integer labels ``(N,)`` or one-hot / soft labels ``(N, K)`` -> a float ``(N, K)`` target."""
+    labels = class_labels(y_true, shape, who)
+    if labels is not None:
         target = np.zeros(shape, dtype=dtype)
-        target[np.arange(n), labels] = 1
+        target[np.arange(shape[0]), labels] = 1
         return target
-    if y_true.shape == (n, k):
+    y_true = np.asarray(y_true)
+    if y_true.shape == shape:
         return y_true.astype(dtype, copy=False)
     raise ValueError(f"{who}: expected labels of shape ({n},) or one-hot ({n}, {k}), got {y_true.shape}")
 
 
+    n, k = shape
 class SoftMaxLoss(Loss):
-    """Softmax cross-entropy on logits, fused.
+    """Softmax cross-entropy on logits, fused; the value and gradient of ``torch.nn.functional.cross_entropy``.
 
-    ``L = -(1/N) sum_n sum_k t[n,k] log softmax(z[n])_k`` with ``log softmax(z) = z - logsumexp(z)``
-    (computed after subtracting the row maximum, so it never overflows), and
-    ``dL/dz = (softmax(z) - t) / N``. Labels ``t`` are integer classes ``(N,)`` or one-hot /
-    soft ``(N, K)``. With ``label_smoothing = a``, ``t <- (1 - a) t + a / K``, as in PyTorch and Keras.
+    With ``z`` the logits ``(N, K)`` and ``log softmax(z) = z - max(z) - log sum exp(z - max(z))``
+    (the row maximum subtracted first, so nothing overflows)::
+
+        integer labels c (N,):     L = -(1/N) sum_n log softmax(z[n])_{c_n}
+        soft labels t (N, K):      L = -(1/N) sum_n sum_k t[n,k] log softmax(z[n])_k
+        dL/dz = (softmax(z) * sum_k t[n,k] - t) / N
+
+    Soft labels need not sum to one (multi-hot, unnormalised): the gradient carries the row sum
+    ``sum_k t[n,k]`` (1 for integer labels). With ``label_smoothing = a`` in ``[0, 1]``,
+    ``t <- (1 - a) t + a / K``; for integer labels the loss is then
+    ``(1 - a) * L_label + a * mean_k(-log softmax(z)_k)``. Both as PyTorch (and Keras) do;
+    torch also accepts a negative or NaN ``a``, which we refuse deliberately.
+
+    Infinite logits and an overflowing logit spread follow torch too: with integer labels only
+    the label's log-probability enters the loss, so a ``-inf`` logit elsewhere leaves it finite
+    (its softmax and gradient are 0); a ``-inf`` logit *at* the label gives ``inf``; and with soft
+    labels (or ``a > 0``) a ``-inf`` log-probability enters the sum (``0 * -inf`` is NaN, as in
+    torch). A spread beyond the float range (``z = +-3e38`` in float32) saturates the
+    log-probabilities at ``-inf`` and the gradient stays exact.
     """
 
     def __init__(self, n_input: Any = None, label_smoothing: float = 0.0, name: str | None = None) -> None:
         super().__init__(n_input, name)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"{self.name}: label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not isinstance(label_smoothing, (int, float, np.integer, np.floating)) or not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"{self.name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
         z = self._check_pred(y_pred, ndim=2)
-        target = one_hot_targets(y_true, z.shape, z.dtype, self.name)
-        if self.label_smoothing:
-            target = target * (1 - self.label_smoothing) + self.label_smoothing / z.shape[1]
-        shifted = z - z.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        sum_exp = exp.sum(axis=1, keepdims=True)
-        log_softmax = shifted - np.log(sum_exp)
-        self._softmax = exp / sum_exp
+        n, k = z.shape
+        labels = class_labels(y_true, z.shape, self.name)
+        a = self.label_smoothing
+        # Overflow in z - max (a spread beyond the float range) correctly gives -inf; 0 * -inf
+        # with soft labels is NaN as in torch. Neither is worth a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            shifted = z - z.max(axis=1, keepdims=True)
+            exp = np.exp(shifted)
+            sum_exp = exp.sum(axis=1, keepdims=True)
+            log_softmax = shifted - np.log(sum_exp)
+            self._softmax = exp / sum_exp
+            if labels is not None:
+                target = np.zeros(z.shape, dtype=z.dtype)
+                target[np.arange(n), labels] = 1
+                loss = -log_softmax[np.arange(n), labels].sum() / n
+                if a:
+                    loss = (1 - a) * loss + a * (-log_softmax.sum() / (n * k))
+                    target = target * (1 - a) + a / k
+                self._target_sum = None  # every row sums to one
+            else:
+                target = one_hot_targets(y_true, z.shape, z.dtype, self.name)
+                if a:
+                    target = target * (1 - a) + a / k
+                loss = -np.sum(target * log_softmax) / n
+                self._target_sum = target.sum(axis=1, keepdims=True)
         self._target = target
-        return -np.sum(target * log_softmax) / z.shape[0]
+        return z.dtype.type(loss)
 
     def backward(self) -> np.ndarray:
-        return (self._softmax - self._target) / self._softmax.shape[0]
+        scaled = self._softmax if self._target_sum is None else self._softmax * self._target_sum
+        return (scaled - self._target) / self._softmax.shape[0]
 
     def get_config(self) -> dict[str, Any]:
         return {"label_smoothing": self.label_smoothing}

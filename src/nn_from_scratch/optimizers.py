@@ -1,4 +1,9 @@
-"""Optimizers. Each follows ``torch.optim``'s update rule exactly (checked in the test suite)."""
+"""Optimizers. Each follows ``torch.optim``'s update rule exactly (checked in the test suite).
+
+Hyper-parameters are checked at construction, as ``torch.optim`` checks them, and more
+strictly: each must be a finite number (``lr > 0``, ``clip_norm > 0``, ``eps``, ``momentum`` and
+``weight_decay >= 0``, betas in ``[0, 1)``), else ``ValueError`` (``TypeError`` for a non-number).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .interfaces import Optimizer
+from .interfaces import Optimizer, check_hyperparameter
 
 
 class GradientDescent(Optimizer):
@@ -29,11 +34,13 @@ class GradientDescent(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, clip_norm)
+        momentum = check_hyperparameter(momentum, "momentum", "GradientDescent", low=0.0)
+        weight_decay = check_hyperparameter(weight_decay, "weight_decay", "GradientDescent", low=0.0)
         if nesterov and momentum <= 0:
             raise ValueError("GradientDescent: nesterov=True needs momentum > 0")
-        self.momentum = float(momentum)
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = weight_decay
 
     def update(self, param: np.ndarray, grad: np.ndarray) -> None:
         if self.weight_decay:
@@ -99,15 +106,11 @@ class Adam(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, clip_norm)
-        for what, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{type(self).__name__}: {what} must be in [0, 1), got {beta}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        who = type(self).__name__
+        self.beta1 = check_hyperparameter(beta1, "beta1", who, low=0.0, high=1.0, high_open=True)
+        self.beta2 = check_hyperparameter(beta2, "beta2", who, low=0.0, high=1.0, high_open=True)
+        self.eps = check_hyperparameter(eps, "eps", who, low=0.0)
+        self.weight_decay = check_hyperparameter(weight_decay, "weight_decay", who, low=0.0)
 
     def _decay(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """Adam's L2 penalty: folded into the gradient (AdamW overrides this)."""
@@ -196,15 +199,11 @@ class RMSProp(Optimizer):
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(lr, clip_norm)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"RMSProp: alpha must be in [0, 1], got {alpha}")
-        if eps < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"RMSProp: eps, momentum and weight_decay must be >= 0, got {eps}, {momentum}, {weight_decay}")
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.alpha = check_hyperparameter(alpha, "alpha", "RMSProp", low=0.0, high=1.0)
+        self.eps = check_hyperparameter(eps, "eps", "RMSProp", low=0.0)
+        self.momentum = check_hyperparameter(momentum, "momentum", "RMSProp", low=0.0)
         self.centered = bool(centered)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = check_hyperparameter(weight_decay, "weight_decay", "RMSProp", low=0.0)
 
     def update(self, param: np.ndarray, grad: np.ndarray) -> None:
         if self.weight_decay:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import Neuron, Shape
+from ..interfaces import Neuron, Shape, check_hyperparameter
 
 
 class BatchNormalization(Neuron):
@@ -38,6 +38,12 @@ class BatchNormalization(Neuron):
     are :meth:`buffers`, updated in place. ``input_dim`` is the number of channels or the
     per-sample shape (no batch size), or ``None`` to infer it from the first input.
     Training needs more than one value per channel (as in torch).
+
+    Inputs near the float limit (a constant ``1e37`` channel in float32, whose sum overflows)
+    are normalised exactly, in float64 after subtracting each channel's first value: a constant
+    channel gives ``x^ = 0`` and a finite running variance. torch's float32 result there depends
+    on the shape (0 with an infinite running variance, or ``-inf``); this is a deliberate
+    difference.
     """
 
     parameter_names = ("gamma", "beta")
@@ -55,12 +61,8 @@ class BatchNormalization(Neuron):
         name: str | None = None,
     ) -> None:
         super().__init__(name, dtype)
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{self.name}: momentum must be in [0, 1] or None, got {momentum}")
-        if eps <= 0:
-            raise ValueError(f"{self.name}: eps must be positive, got {eps}")
-        self.momentum = None if momentum is None else float(momentum)
-        self.eps = float(eps)
+        self.momentum = None if momentum is None else check_hyperparameter(momentum, "momentum", self.name, low=0.0, high=1.0)
+        self.eps = check_hyperparameter(eps, "eps", self.name, low=0.0, low_open=True)
         self.num_features: int | None = None
         self.gamma: np.ndarray | None = None
         self.beta: np.ndarray | None = None
@@ -151,18 +153,41 @@ class BatchNormalization(Neuron):
                 raise ValueError(
                     f"{self.name}: training needs more than one value per channel, got input of shape {x.shape}"
                 )
-            mean = x.mean(axis=axes)
-            centred = x - mean.reshape(channel)
-            sq_sum = (centred * centred).sum(axis=axes)
-            var = sq_sum / m
-            self._update_running_stats(mean, sq_sum / (m - 1))
-            inv_std = 1.0 / np.sqrt(var + self.eps)
-            x_hat = centred * inv_std.reshape(channel)
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = x.mean(axis=axes)
+                centred = x - mean.reshape(channel)
+                sq_sum = (centred * centred).sum(axis=axes)
+            if np.isfinite(mean).all() and np.isfinite(sq_sum).all():
+                var = sq_sum / m
+                self._update_running_stats(mean, sq_sum / (m - 1))
+                inv_std = 1.0 / np.sqrt(var + self.eps)
+                x_hat = centred * inv_std.reshape(channel)
+            else:
+                x_hat, inv_std = self._normalise_huge(x, axes, channel, m)
         else:
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
             x_hat = (x - self.running_mean.reshape(channel)) * inv_std.reshape(channel)
         self._cache = (x_hat, inv_std, self.training)
         return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
+
+    def _normalise_huge(self, x: np.ndarray, axes: tuple[int, ...], channel: tuple[int, ...], m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training-mode statistics when the plain sums overflow (values near the float limit).
+
+        Rare, so it may be slow: float64 (twice float32's exponent range) after subtracting each
+        channel's first value, so a constant channel has mean exactly that value and variance 0,
+        and normalises to exactly 0. Inputs holding inf or NaN still give NaN, as in torch.
+        """
+        wide = np.result_type(x.dtype, np.float64)
+        pivot = x[(0, slice(None)) + (0,) * (x.ndim - 2)].astype(wide)
+        with np.errstate(over="ignore", invalid="ignore"):
+            shifted = x.astype(wide) - pivot.reshape(channel)
+            mean_shift = shifted.mean(axis=axes)
+            centred = shifted - mean_shift.reshape(channel)
+            sq_sum = (centred * centred).sum(axis=axes)
+            inv_std = 1.0 / np.sqrt(sq_sum / m + self.eps)
+            self._update_running_stats((pivot + mean_shift).astype(self.dtype), (sq_sum / (m - 1)).astype(self.dtype))
+            x_hat = (centred * inv_std.reshape(channel)).astype(self.dtype)
+        return x_hat, inv_std.astype(self.dtype)
 
     def _update_running_stats(self, mean: np.ndarray, unbiased_var: np.ndarray) -> None:
         self.num_batches_tracked += 1

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import initializers, kernels
-from ..interfaces import Neuron, Shape, per_sample_shape
+from ..interfaces import Neuron, Shape, is_int, per_sample_shape
 
 
 class Convolution(Neuron):
@@ -55,9 +55,11 @@ class Convolution(Neuron):
         if kernel_size is None:
             raise ValueError(f"{self.name}: kernel_size is required")
         self.kernel_size = kernels.as_pair(kernel_size, "kernel_size", self.name)
+        if not is_int(output_layers) or output_layers < 1:
+            raise (ValueError if is_int(output_layers) else TypeError)(
+                f"{self.name}: output_layers must be a positive int, got {output_layers!r}"
+            )
         self.out_channels = int(output_layers)
-        if self.out_channels < 1:
-            raise ValueError(f"{self.name}: output_layers must be >= 1, got {output_layers}")
         self.stride = kernels.as_pair(stride, "stride", self.name)
         self.dilation = kernels.as_pair(dilation, "dilation", self.name)
         self.padding = padding
@@ -76,7 +78,7 @@ class Convolution(Neuron):
         self._last_pass_fast = False
         self._x_shape: tuple[int, ...] | None = None
 
-        shape = per_sample_shape(input_dim, expected_ndim=3)
+        shape = per_sample_shape(input_dim, expected_ndim=3, what="input_dim", who=self.name)
         self.in_channels: int | None = None if shape is None else shape[0]
         if W is not None:
             W = np.asarray(W, dtype=self.dtype)

@@ -41,7 +41,7 @@ class Linear(Neuron):
         super().__init__(name, dtype)
         if output_dim is None:
             raise ValueError(f"{self.name}: output_dim is required, e.g. Linear(output_dim=10)")
-        self.n_out = per_sample_shape(output_dim)[-1]
+        self.n_out = per_sample_shape(output_dim, what="output_dim", who=self.name)[-1]
         self.W_init_range = W_init_range
         self.kernel_initializer = kernel_initializer
         self._init = initializers.uniform_range(W_init_range) if W_init_range else initializers.get(kernel_initializer)
@@ -55,7 +55,7 @@ class Linear(Neuron):
             self.W, self.user_weights = W, True
             self.build((W.shape[0] - 1,))
         elif input_dim is not None:
-            self.build((per_sample_shape(input_dim)[-1],))
+            self.build((per_sample_shape(input_dim, what="input_dim", who=self.name)[-1],))
 
     @property
     def n_in(self) -> int | None:

@@ -11,7 +11,18 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..interfaces import Node, Shape, as_float
+from ..interfaces import Node, Shape
+
+
+def _floating_input(layer: Node, x: np.ndarray) -> np.ndarray:
+    """An average of integers is not an integer: refuse them, as torch's ``avg_pool2d`` and
+    ``mean`` do (torch truncates an int64 average; we refuse that one too, deliberately)."""
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"{layer.name}: expected a floating-point array, got dtype {x.dtype}; convert it first, "
+            "e.g. x.astype(np.float32) (torch refuses integer input to average pooling too)"
+        )
+    return x
 
 
 class _Pooling2D(Node):
@@ -75,15 +86,32 @@ class MaxPooling(_Pooling2D):
     Backward sends each ``dL/dy[n, c, i, j]`` to the position of its window's maximum (the
     sub-gradient); with overlapping windows the contributions add up. Ties go to the first
     maximal element in row-major window order, which is PyTorch's CPU choice too.
+
+    Integer input gives output of the same dtype, as ``max_pool2d`` on an integer tensor does
+    (exactly; 64-bit integers need a 64-bit-mantissa long double, as on x86, else must lie within
+    ``+-2**53``); bool input is refused, as in torch.
     """
 
     cache_attrs = ("_x_shape", "_argmax")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float(self.check_input(x))
+        x = self.check_input(x)
+        if x.dtype.kind == "b":
+            raise TypeError(f"{self.name}: expected a numeric (integer or floating) array, got dtype bool (torch refuses it too)")
         self._x_shape = x.shape
-        y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
-        return y
+        if x.dtype.kind == "f":
+            y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
+            return y
+        # Integers keep their dtype, as in torch. The window search runs on a float type that
+        # holds every value exactly (so the same maxima and argmax): float64 for up to 32 bits,
+        # long double (64-bit mantissa on x86) for 64-bit integers.
+        exact = np.float64 if x.dtype.itemsize <= 4 else np.longdouble
+        if x.dtype.itemsize > 4 and np.finfo(exact).nmant < 63 and x.size:
+            largest = max(abs(int(x.min())), abs(int(x.max())))
+            if largest > 2**53:
+                raise ValueError(f"{self.name}: {x.dtype} input beyond +-2**53 is not supported on this platform; got {largest}")
+        y, self._argmax = kernels.max_pool2d_forward(x.astype(exact), self.geometry)
+        return y.astype(x.dtype)
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         x_shape = self._require_cache("_x_shape")
@@ -99,7 +127,7 @@ class AveragePooling(_Pooling2D):
     ``AveragePooling2D(padding="same")`` does this). ``stride`` defaults to ``pool_size``.
 
     Backward: every element of window ``(i, j)`` receives ``dL/dy[n, c, i, j] / d[i, j]``;
-    overlapping windows add up.
+    overlapping windows add up. Integer input is refused (``TypeError``), as in torch.
     """
 
     cache_attrs = ("_x_shape", "_dtype")
@@ -127,7 +155,7 @@ class AveragePooling(_Pooling2D):
         return self._divisors[dtype]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float(self.check_input(x))
+        x = _floating_input(self, self.check_input(x))
         self._x_shape = x.shape
         self._dtype = x.dtype
         return kernels.avg_pool2d_forward(x, self.geometry, self._divisor(x.dtype))
@@ -144,7 +172,8 @@ class GlobalAveragePooling(Node):
     """Mean over all spatial positions: ``(N, C, H, W) -> (N, C)``, ``y[n, c] = mean_{h, w} x[n, c, h, w]``.
 
     Any number of spatial axes works (``(N, C, L)`` too). Backward spreads ``dL/dy[n, c]``
-    evenly: ``dL/dx[n, c, h, w] = dL/dy[n, c] / (H * W)``.
+    evenly: ``dL/dx[n, c, h, w] = dL/dy[n, c] / (H * W)``. Integer input is refused
+    (``TypeError``), as torch's ``mean`` refuses it.
     """
 
     cache_attrs = ("_x_shape",)
@@ -162,7 +191,7 @@ class GlobalAveragePooling(Node):
         return (input_shape[0],)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = as_float(self.check_input(x))
+        x = _floating_input(self, self.check_input(x))
         self._x_shape = x.shape
         return x.mean(axis=tuple(range(2, x.ndim)))
 
