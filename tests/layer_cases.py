@@ -75,10 +75,35 @@ def random_conv(rng: np.random.Generator, dtype: Any) -> tuple[Convolution, np.n
     return layer, rng.normal(size=(n, c_in, h, w)).astype(dtype)
 
 
+def reference_padding(padding: Any, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                      dilation: tuple[int, int] = (1, 1)) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from a layer's *arguments*, written here, not taken from the
+    library (``layer.geometry``), so that a wrong padding split in the library shows up against
+    torch. "same" is TensorFlow's rule: output ``ceil(size / stride)``, the odd pixel at the
+    end; ``test_geometry.py`` holds this function against a hand-written table and Keras."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        assert padding == "same", padding
+        pads = []
+        for size, k, s, d in zip(hw, kernel, stride, dilation):
+            out = (size + s - 1) // s
+            total = max(0, (out - 1) * s + d * (k - 1) + 1 - size)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    p = (padding,) if isinstance(padding, (int, np.integer)) else tuple(padding)
+    return tuple(int(v) for v in (p * 4 if len(p) == 1 else (p[0], p[0], p[1], p[1]) if len(p) == 2 else p))
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
 def torch_conv(layer: Convolution, x, params):
     import torch.nn.functional as F
 
-    top, bottom, left, right = layer.geometry.padding
+    top, bottom, left, right = reference_padding(layer.padding, tuple(x.shape[2:]), tuple(params["W"].shape[2:]),
+                                                 _pair(layer.stride), _pair(layer.dilation))
     return F.conv2d(F.pad(x, (left, right, top, bottom)), params["W"], params.get("B"),
                     stride=layer.stride, dilation=layer.dilation)
 
@@ -145,18 +170,24 @@ def random_average_pooling(rng: np.random.Generator, dtype: Any) -> tuple[Averag
     return layer, rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(1, 4)), h, w)).astype(dtype)
 
 
-def _symmetric_padding(layer) -> tuple[int, int] | None:
-    top, bottom, left, right = layer.geometry.padding
+def _pool_padding(layer, x) -> tuple[int, int, int, int]:
+    pool = _pair(layer.pool_size)
+    stride = pool if getattr(layer, "stride", None) is None else _pair(layer.stride)
+    return reference_padding(layer.padding, tuple(x.shape[2:]), pool, stride)
+
+
+def _symmetric_padding(layer, x) -> tuple[int, int] | None:
+    top, bottom, left, right = _pool_padding(layer, x)
     return (top, left) if (top, left) == (bottom, right) else None
 
 
 def torch_max_pooling(layer: MaxPooling, x, params):
     import torch.nn.functional as F
 
-    symmetric = _symmetric_padding(layer)
+    symmetric = _symmetric_padding(layer, x)
     if symmetric is not None:  # torch's own padding argument: the most independent reference
         return F.max_pool2d(x, layer.pool_size, layer.stride, padding=symmetric)
-    top, bottom, left, right = layer.geometry.padding
+    top, bottom, left, right = _pool_padding(layer, x)
     return F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), layer.pool_size, layer.stride)
 
 
@@ -164,10 +195,10 @@ def torch_average_pooling(layer: AveragePooling, x, params):
     import torch
     import torch.nn.functional as F
 
-    symmetric = _symmetric_padding(layer)
+    symmetric = _symmetric_padding(layer, x)
     if symmetric is not None:
         return F.avg_pool2d(x, layer.pool_size, layer.stride, padding=symmetric, count_include_pad=layer.count_include_pad)
-    top, bottom, left, right = layer.geometry.padding
+    top, bottom, left, right = _pool_padding(layer, x)
     pad = (left, right, top, bottom)
     y = F.avg_pool2d(F.pad(x, pad), layer.pool_size, layer.stride)
     if not layer.count_include_pad:  # rescale kh*kw to the number of real elements per window
@@ -186,7 +217,7 @@ def random_global_average_pooling(rng: np.random.Generator, dtype: Any) -> tuple
 class ReplayGenerator:
     """Stands in for a ``numpy.random.Generator``: every ``random`` call returns the same draws,
     so a dropout layer's forward is a fixed function of its input (a finite-difference check
-    calls it many times) and the reference can rebuild the mask."""
+    calls it many times) and the reference can read the same mask off a twin layer."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -207,7 +238,13 @@ def torch_dropout(layer: Dropout, x, params):
 
     if not layer.training:
         return x
-    keep = layer.rng.random(tuple(x.shape), dtype=np.float32) >= layer.rate
+    # Which elements survive is read off the layer (a twin on the same replayed draws, fed
+    # ones), not rebuilt with a copy of its rule: the mask's law -- keep rate 1 - rate,
+    # independent elements -- is checked through its statistics in test_layers_modes.py. What
+    # is checked here is everything else: the inverted scaling 1 / (1 - rate), applied to x.
+    twin = Dropout(layer.rate)
+    twin.rng = layer.rng
+    keep = twin.forward(np.ones(tuple(x.shape))) != 0
     return x * (torch.as_tensor(keep, dtype=x.dtype) / (1 - layer.rate))  # torch's own mask scaling
 
 
