@@ -16,8 +16,16 @@ class Convolution(Neuron):
     ``(*)`` is cross-correlation with the given stride, dilation and zero padding, as in
     ``torch.nn.functional.conv2d``. Shapes::
 
-        x  (N, C, H, W)      W  (O, C, kh, kw)      B  (O,)      y  (N, O, OH, OW)
+        x  (N, C, H, W)      W  (O, C/groups, kh, kw)      B  (O,)      y  (N, O, OH, OW)
         OH = floor((H + pad_top + pad_bottom - dilation * (kh - 1) - 1) / stride) + 1
+
+    ``groups`` (torch's): the input and output channels are split into ``groups`` consecutive
+    blocks, output block g seeing only input block g, so ``y[n, o] = sum_{c in group(o)}
+    W[o, c - first(o)] (*) x[n, c] + B[o]``. Both channel counts must be divisible by it.
+    ``groups = C`` is a *depthwise* convolution (each output channel sees one input channel;
+    ``O = m * C``, output ``c*m + j`` reads input ``c``). Grouped layers run on
+    ``kernels.GroupedConv2dPlan`` (direct kernel-tap sums when depthwise, batched im2col
+    otherwise).
 
     The work is one im2col and one matrix multiply (see :mod:`nn_from_scratch.kernels`)::
 
@@ -29,6 +37,25 @@ class Convolution(Neuron):
     of channels, or ``None`` to infer it from the first input. ``padding`` is an int, a pair,
     ``(top, bottom, left, right)``, ``"valid"`` or ``"same"`` (Keras' rule, any stride).
     When the layer has one input channel, a batch ``(N, H, W)`` is read as ``(N, 1, H, W)``.
+
+    Args:
+        input_dim: ``(N, C, H, W)``, ``(C, H, W)``, ``C`` or ``None`` (inferred).
+        kernel_size: int or ``(kh, kw)``.
+        output_layers: the number of output channels ``O``.
+        padding: int, ``(ph, pw)``, ``(top, bottom, left, right)``, ``"valid"`` or ``"same"``.
+        W, B: initial weights ``(O, C/groups, kh, kw)`` and bias ``(O,)``; drawn when omitted.
+        use_bias: whether there is a bias ``B``.
+        W_init_range: the seed's ``U(-r, r)`` initialisation instead of ``kernel_initializer``.
+        stride, dilation: int or pair.
+        groups: number of channel groups (1: a full convolution; ``C``: depthwise).
+        kernel_initializer: name or function (fan-in ``C/groups*kh*kw``, fan-out ``O*kh*kw``, as torch).
+        dtype: float32 (default) or float64.
+        name: the layer's name.
+
+    Example::
+
+        conv = Convolution((32, 28, 28), 3, 32, padding=1, groups=32)   # depthwise 3x3
+        y = conv.forward(np.zeros((8, 32, 28, 28), np.float32))         # (8, 32, 28, 28)
     """
 
     parameter_names = ("W", "B")
@@ -47,6 +74,7 @@ class Convolution(Neuron):
         *,
         stride: Any = 1,
         dilation: Any = 1,
+        groups: int = 1,
         kernel_initializer: str | initializers.Initializer = "glorot_uniform",
         dtype: Any = np.float32,
         name: str | None = None,
@@ -63,6 +91,8 @@ class Convolution(Neuron):
         self.stride = kernels.as_pair(stride, "stride", self.name)
         self.dilation = kernels.as_pair(dilation, "dilation", self.name)
         self.padding = padding
+        kernels.check_groups(None, self.out_channels, groups, self.name)
+        self.groups = int(groups)
         kernels.resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation, self.name)  # validate early
         self.use_bias = bool(use_bias)
         self.W_init_range = W_init_range
@@ -74,18 +104,22 @@ class Convolution(Neuron):
         self._B_pd: np.ndarray | None = None
         self.geometry: kernels.ConvGeometry | None = None
         self._cols: np.ndarray | None = None  # reference path: the im2col matrix of the last forward
-        self._plan: kernels.Conv2dPlan | None = None  # fast path: shapes and work buffers (see kernels)
+        self._plan: kernels.Conv2dPlan | kernels.GroupedConv2dPlan | None = None  # fast path: shapes and work buffers (see kernels)
         self._last_pass_fast = False
         self._x_shape: tuple[int, ...] | None = None
 
         shape = per_sample_shape(input_dim, expected_ndim=3, what="input_dim", who=self.name)
         self.in_channels: int | None = None if shape is None else shape[0]
+        if self.in_channels is not None:
+            kernels.check_groups(self.in_channels, self.out_channels, self.groups, self.name)
         if W is not None:
             W = np.asarray(W, dtype=self.dtype)
-            expected = (self.out_channels, self.in_channels or W.shape[1]) + self.kernel_size
+            g = self.groups
+            expected = (self.out_channels, (self.in_channels // g) if self.in_channels else W.shape[1]) + self.kernel_size
             if W.shape != expected:
-                raise ValueError(f"{self.name}: expected W of shape {expected} (out, in, kh, kw), got {W.shape}")
-            self.W, self.in_channels, self.user_weights = W, W.shape[1], True
+                layout = "(out, in, kh, kw)" if g == 1 else f"(out, in/groups, kh, kw) with groups={g}"
+                raise ValueError(f"{self.name}: expected W of shape {expected} {layout}, got {W.shape}")
+            self.W, self.in_channels, self.user_weights = W, W.shape[1] * g, True
         if B is not None:
             if not self.use_bias:
                 raise ValueError(f"{self.name}: B was given but use_bias=False")
@@ -101,7 +135,7 @@ class Convolution(Neuron):
     # -- parameters -----------------------------------------------------------------------
     def _create_parameters(self, rng: np.random.Generator | None) -> None:
         if self.W is None:
-            self.W = np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=self.dtype)
+            self.W = np.empty((self.out_channels, self.in_channels // self.groups) + self.kernel_size, dtype=self.dtype)
             self.reset_parameters(rng)
         if self.use_bias and self.B is None:
             self.B = np.zeros(self.out_channels, dtype=self.dtype)
@@ -110,7 +144,7 @@ class Convolution(Neuron):
     def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
         rng = rng or initializers.default_rng()
         kh, kw = self.kernel_size
-        fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
+        fan_in, fan_out = self.in_channels // self.groups * kh * kw, self.out_channels * kh * kw
         self.W[...] = self._init(self.W.shape, fan_in, fan_out, rng, self.dtype)
         if self.B is not None:
             self.B[...] = 0.0
@@ -120,6 +154,7 @@ class Convolution(Neuron):
         c, h, w = kernels.image_shape(input_shape, self.name)
         if self.in_channels is not None and c != self.in_channels:
             raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
+        kernels.check_groups(c, self.out_channels, self.groups, self.name)
         window = f"the kernel {self.kernel_size} (dilation {self.dilation}, padding {self.padding})"
         return (self.out_channels, *kernels.checked_output_hw(self._geometry((h, w)), (c, h, w), self.name, window))
 
@@ -144,6 +179,12 @@ class Convolution(Neuron):
         x = self.cast_input(self.check_input(x))
         self._x_shape = x.shape
         bias = self.B if self.use_bias else None
+        if self.groups > 1:
+            self._cols, self._last_pass_fast = None, True
+            plan = self._plan
+            if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
+                plan = self._plan = kernels.GroupedConv2dPlan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
+            return plan.forward(x, self.W, bias)
         self._last_pass_fast = kernels.fast_conv_supported(self.geometry)
         if not self._last_pass_fast:
             y, self._cols = kernels.conv2d_forward(x, self.W, bias, self.geometry)
@@ -186,6 +227,7 @@ class Convolution(Neuron):
             "W_init_range": self.W_init_range,
             "stride": list(self.stride),
             "dilation": list(self.dilation),
+            "groups": self.groups,
             "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else "glorot_uniform",
             "dtype": self.dtype.name,
             "name": self.name,
