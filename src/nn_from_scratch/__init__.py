@@ -13,19 +13,24 @@
     same = load_model("model.safetensors")
 """
 
-from . import callbacks, initializers, losses, neurons, nodes, optimizers
+from . import callbacks, initializers, losses, metrics, neurons, nodes, optimizers, training
 from .callbacks import Callback, History
+from .errors import GraphError, ModelFileError, TrainingDivergedError
+from .graph import Input, Model
 from .initializers import set_seed
 from .interfaces import Layer, Neuron, Node, Optimizer
-from .model import Sequential, TrainingDivergedError
-from .serialization import ModelFileError, load_model
+from .model import Sequential
+from .serialization import load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Callback",
+    "GraphError",
     "History",
+    "Input",
     "Layer",
+    "Model",
     "ModelFileError",
     "Neuron",
     "Node",
@@ -37,8 +42,10 @@ __all__ = [
     "initializers",
     "load_model",
     "losses",
+    "metrics",
     "neurons",
     "nodes",
     "optimizers",
     "set_seed",
+    "training",
 ]

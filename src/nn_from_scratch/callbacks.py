@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .errors import TrainingDivergedError
+
 
 class Callback:
     """Base class: every hook does nothing. ``self.model`` and ``self.params`` are set by ``fit``."""
@@ -144,9 +146,7 @@ class TerminateOnNaN(Callback):
             "(that batch's update was not applied). Try a smaller learning rate or check the inputs for NaN/inf."
         )
         if self.raise_error:
-            from .model import TrainingDivergedError
-
-            raise TrainingDivergedError(f"Sequential.fit: {message}")
+            raise TrainingDivergedError(f"{type(self.model).__name__}.fit: {message}")
         print(f"TerminateOnNaN: {message}")
         self.model.stop_training = True
 

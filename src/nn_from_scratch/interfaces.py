@@ -25,7 +25,7 @@ The protocol that models (``Sequential``, the graph ``Model``) and the training 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -169,9 +169,15 @@ class Layer(ABC):
         """``forward(x)`` on arrays; on symbolic tensors (``Input(...)``), a node of a graph model."""
         from .symbolic import SymbolicTensor, call_layer_symbolically
 
-        if isinstance(x, SymbolicTensor) or (
-            isinstance(x, (list, tuple)) and x and all(isinstance(t, SymbolicTensor) for t in x)
-        ):
+        if isinstance(x, SymbolicTensor):
+            return call_layer_symbolically(self, x)
+        if isinstance(x, (list, tuple)) and any(isinstance(t, SymbolicTensor) for t in x):
+            if not all(isinstance(t, SymbolicTensor) for t in x):
+                kinds = ", ".join(type(t).__name__ for t in x)
+                raise TypeError(
+                    f"{self.name}: called on a mix of symbolic tensors and data ({kinds}); in a graph model every "
+                    "input must be a symbolic tensor (from Input(...) or another layer's call)"
+                )
             return call_layer_symbolically(self, x)
         return self.forward(x)
 
@@ -338,3 +344,38 @@ class Optimizer(ABC):
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.lr, "clip_norm": self.clip_norm}
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+    """What the training loop (:mod:`nn_from_scratch.training`) needs of a model.
+
+    ``Sequential`` and the graph ``Model`` both satisfy it; so does any object with these
+    members, which is how the loop stays independent of the classes that define models.
+    """
+
+    name: str
+    layers: list[Layer]
+    loss: Any
+    optimizer: Optimizer | None
+    rng: np.random.Generator
+    stop_training: bool
+    history: Any
+
+    @property
+    def output_shape(self) -> Shape | None: ...
+
+    @property
+    def dtype(self) -> np.dtype | None: ...
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """The model's output for a batch; in inference mode nothing is kept for a backward."""
+
+    def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate through the last training-mode forward, accumulating parameter gradients."""
+
+    def zero_grad(self) -> None:
+        """Forget every layer's accumulated gradients."""
+
+    def ensure_built(self, x: np.ndarray) -> None:
+        """Build the layers for a batch like ``x`` (with the model's generator), if not built yet."""

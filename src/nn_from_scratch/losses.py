@@ -16,6 +16,9 @@ from .interfaces import as_float
 class Loss(ABC):
     """Base of the losses. The shape argument of the seed's constructors is accepted and ignored."""
 
+    #: The accuracy a model trained with this loss reports (see :mod:`nn_from_scratch.metrics`).
+    accuracy_kind = "auto"
+
     def __init__(self, n_input: Any = None, name: str | None = None) -> None:
         self.name = name or type(self).__name__
 
@@ -166,6 +169,8 @@ class BinaryCrossEntropy(Loss):
     for large ``|z|``. Targets have the shape of ``z``; for ``z`` of shape ``(N, 1)``, labels
     of shape ``(N,)`` are accepted too.
     """
+
+    accuracy_kind = "binary"
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
         z = self._check_pred(y_pred)

@@ -36,10 +36,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from . import neurons, nodes
+from .errors import ModelFileError
 from .interfaces import Layer, Optimizer
 from .losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss
-from .model import Sequential
-from . import neurons, nodes
 from .optimizers import Adam, AdamW, GradientDescent, RMSProp
 
 FORMAT = "nn_from_scratch"
@@ -55,12 +55,11 @@ LAYERS: dict[str, type[Layer]] = {
 }
 LOSSES: dict[str, type[Loss]] = {cls.__name__: cls for cls in (SoftMaxLoss, MSELoss, BinaryCrossEntropy)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.__name__: cls for cls in (GradientDescent, Adam, AdamW, RMSProp)}
+# Model classes register themselves (``Sequential``, the graph ``Model``) when their module is
+# imported, so this module never imports the modules that define models.
+MODELS: dict[str, type] = {}
 
 _CHUNK = 1 << 20
-
-
-class ModelFileError(ValueError):
-    """The file is not a model saved by this library, or it is corrupt or truncated."""
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -74,6 +73,15 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     if existing is not None and existing is not cls:
         raise ValueError(f"register_layer: another layer class is already registered as {cls.__name__!r}")
     LAYERS[cls.__name__] = cls
+    return cls
+
+
+def register_model(cls: type) -> type:
+    """Let :func:`load_model` rebuild models of this class (``cls.from_config(layers, structure, ...)``)."""
+    existing = MODELS.get(cls.__name__)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"register_model: another model class is already registered as {cls.__name__!r}")
+    MODELS[cls.__name__] = cls
     return cls
 
 
@@ -116,13 +124,13 @@ def _digest(architecture: str, tensors: dict[str, np.ndarray]) -> str:
 
 
 # -- what goes into the file ---------------------------------------------------------------
-def _named_parameters(model: Sequential) -> Iterable[tuple[str, np.ndarray]]:
+def _named_parameters(model: Any) -> Iterable[tuple[str, np.ndarray]]:
     for i, layer in enumerate(model.layers):
         for name, p in layer.parameters().items():
             yield f"layers.{i}.params.{name}", p
 
 
-def _named_state(model: Sequential) -> Iterable[tuple[str, np.ndarray]]:
+def _named_state(model: Any) -> Iterable[tuple[str, np.ndarray]]:
     yield from _named_parameters(model)
     for i, layer in enumerate(model.layers):
         for name, b in layer.buffers().items():
@@ -143,7 +151,7 @@ def _check_registered(obj: Any, registry: dict[str, type], what: str) -> None:
         )
 
 
-def model_to_tensors(model: Sequential, include_optimizer: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def model_to_tensors(model: Any, include_optimizer: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The tensors and metadata :func:`save_model` writes."""
     if not model.built:
         raise ValueError(
@@ -151,11 +159,13 @@ def model_to_tensors(model: Sequential, include_optimizer: bool = True) -> tuple
         )
     for layer in model.layers:
         _check_registered(layer, LAYERS, "layer")
+    _check_registered(model, MODELS, "model")
     tensors = {name: _contiguous(a) for name, a in _named_state(model)}
     architecture: dict[str, Any] = {
-        "class": "Sequential",
+        "class": type(model).__name__,
         "name": model.name,
         "layers": [_describe(layer, "layer") for layer in model.layers],
+        "structure": model.get_config(),
         "loss": None,
         "optimizer": None,
         "input_shape": list(model.input_shape),
@@ -234,7 +244,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_directory(directory)
 
 
-def save_model(model: Sequential, path: str | os.PathLike, include_optimizer: bool = True) -> None:
+def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = True) -> None:
     """Write ``model`` to ``path`` as one safetensors file (see the module docstring), atomically."""
     st_numpy, _ = _safetensors()
     tensors, metadata = model_to_tensors(model, include_optimizer)
@@ -279,10 +289,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         architecture = json.loads(arch_json)
     except json.JSONDecodeError as error:
         raise ModelFileError(f"{path}: the architecture in the metadata is not valid JSON: {error}") from None
-    if not isinstance(architecture, dict) or architecture.get("class") != "Sequential" or not isinstance(
+    if not isinstance(architecture, dict) or architecture.get("class") not in MODELS or not isinstance(
         architecture.get("layers"), list
     ):
-        raise ModelFileError(f"{path}: the architecture in the metadata is not a Sequential model")
+        raise ModelFileError(f"{path}: the architecture in the metadata is not a model ({', '.join(MODELS)})")
     return architecture, tensors
 
 
@@ -314,8 +324,8 @@ def _build(entry: Any, registry: dict[str, type], what: str, path: str) -> Any:
         raise ModelFileError(f"{path}: cannot rebuild {what} {name} from its config {entry.get('config')}: {error}") from None
 
 
-def load_model(path: str | os.PathLike) -> Sequential:
-    """Rebuild a model saved by :meth:`Sequential.save`: architecture, weights, buffers, loss,
+def load_model(path: str | os.PathLike) -> Any:
+    """Rebuild a model saved by ``model.save``: architecture, weights, buffers, loss,
     optimizer (with its state when it was saved). Predictions are identical to the saved model's."""
     path = os.fspath(path)
     architecture, tensors = read_model_file(path)
@@ -323,9 +333,13 @@ def load_model(path: str | os.PathLike) -> Sequential:
     loss = None if architecture.get("loss") is None else _build(architecture["loss"], LOSSES, "loss", path)
     opt_entry = architecture.get("optimizer")
     optimizer = None if opt_entry is None else _build(opt_entry, OPTIMIZERS, "optimizer", path)
+    structure = architecture.get("structure", {})
+    if not isinstance(structure, dict):
+        raise ModelFileError(f"{path}: malformed model structure {structure!r}")
     try:
-        model = Sequential(layers, loss=loss, optimizer=optimizer, input_shape=architecture.get("input_shape"),
-                           seed=architecture.get("seed"), name=architecture.get("name", "sequential"))
+        model = MODELS[architecture["class"]].from_config(
+            layers, structure, loss=loss, optimizer=optimizer, input_shape=architecture.get("input_shape"),
+            seed=architecture.get("seed"), name=architecture.get("name", "model"))
     except (TypeError, ValueError) as error:
         raise ModelFileError(f"{path}: the saved layers do not fit together: {error}") from None
     _assign_state(model, tensors, path)
@@ -344,7 +358,7 @@ def load_model(path: str | os.PathLike) -> Sequential:
     return model
 
 
-def _assign_state(model: Sequential, tensors: dict[str, np.ndarray], path: str) -> None:
+def _assign_state(model: Any, tensors: dict[str, np.ndarray], path: str) -> None:
     """Copy every parameter and buffer from ``tensors`` into ``model`` in place, after checking
     that the names and shapes match exactly (all problems are reported at once)."""
     targets = dict(_named_state(model))
@@ -366,7 +380,7 @@ def _assign_state(model: Sequential, tensors: dict[str, np.ndarray], path: str) 
         target[...] = tensors[name]  # in place: optimizer state keyed by the array stays attached
 
 
-def load_weights(model: Sequential, path: str | os.PathLike) -> None:
+def load_weights(model: Any, path: str | os.PathLike) -> None:
     """Load the weights and buffers saved in ``path`` into ``model`` (optimizer state untouched).
 
     Every name and shape is checked before anything is written; a mismatch raises

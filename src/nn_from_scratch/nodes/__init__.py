@@ -4,8 +4,9 @@ and are re-exported here because the seed imported them from ``nodes``."""
 from ..losses import MSELoss, SoftMaxLoss
 from .activations import ELU, GELU, Identity, LeakyReLU, LogSoftMax, ReLU, Sigmoid, SiLU, SoftMax, Softplus, Tanh
 from .dropout import Dropout
+from .merge import Add, Concatenate, Multiply
 from .pooling import AveragePooling, GlobalAveragePooling, MaxPooling
 from .reshape import Reshape, Vectorization
 from .upsampling import UpSampling2D
 
-__all__ = ["AveragePooling", "Dropout", "ELU", "GELU", "GlobalAveragePooling", "Identity", "LeakyReLU", "LogSoftMax", "MaxPooling", "MSELoss", "ReLU", "Reshape", "Sigmoid", "SiLU", "SoftMax", "SoftMaxLoss", "Softplus", "Tanh", "UpSampling2D", "Vectorization"]
+__all__ = ["Add", "AveragePooling", "Concatenate", "Dropout", "ELU", "GELU", "GlobalAveragePooling", "Identity", "LeakyReLU", "LogSoftMax", "MaxPooling", "MSELoss", "Multiply", "ReLU", "Reshape", "Sigmoid", "SiLU", "SoftMax", "SoftMaxLoss", "Softplus", "Tanh", "UpSampling2D", "Vectorization"]
