@@ -304,6 +304,180 @@ LAYER_CASES: list[LayerCase] = [
 ]
 
 
+# -- layers of modern CNNs (activations, reshape, upsampling, per-sample normalisation) -------
+# The torch references are built from each layer's constructor arguments (torch's own modules
+# and functions), never from what the layer derived from them.
+from nn_from_scratch.neurons import GroupNormalization, LayerNormalization  # noqa: E402
+from nn_from_scratch.nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
+
+
+def _spread_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Normal values with a random spread of 1-5, so tails (e.g. GELU at -8, softplus above its threshold) occur."""
+    return rng.normal(size=shape) * rng.uniform(1.0, 5.0)
+
+
+def random_activation(factory: Callable[[np.random.Generator], Layer]):
+    def make(rng: np.random.Generator, dtype: Any) -> tuple[Layer, np.ndarray]:
+        layer = factory(rng)
+        return layer, _spread_normal(rng, random_shape(rng)).astype(dtype)
+
+    return make
+
+
+def random_softplus(rng: np.random.Generator, dtype: Any) -> tuple[Softplus, np.ndarray]:
+    """torch's defaults half of the time (what Keras can express); else beta 0.5-3 and a threshold
+    of 1-6, low enough that the linear branch is taken. Inputs keep 1e-3 off the switch
+    ``beta x = threshold``, where the function jumps by ``log1p(exp(-threshold)) / beta``."""
+    layer = Softplus() if rng.random() < 0.5 else Softplus(beta=float(rng.uniform(0.5, 3.0)), threshold=float(rng.uniform(1.0, 6.0)))
+    x = _spread_normal(rng, random_shape(rng))
+    near = np.abs(x * layer.beta - layer.threshold) < 1e-3
+    return layer, np.where(near, x + 2e-3 / layer.beta, x).astype(dtype)
+
+
+def random_log_softmax(rng: np.random.Generator, dtype: Any) -> tuple[LogSoftMax, np.ndarray]:
+    """Any per-sample axis, counted from the front or the back (the last one half of the time)."""
+    shape = random_shape(rng)
+    ndim = len(shape)
+    axis = -1 if rng.random() < 0.5 else int(rng.choice([a for a in range(-ndim + 1, ndim) if a != 0]))
+    return LogSoftMax(axis=axis), (rng.normal(size=shape) * 3).astype(dtype)
+
+
+def random_reshape(rng: np.random.Generator, dtype: Any) -> tuple[Reshape, np.ndarray]:
+    """A random factorisation of the per-sample size (dims shuffled, neighbours merged), sometimes with a -1."""
+    shape = random_shape(rng)
+    dims = [int(d) for d in rng.permutation(shape[1:])]
+    target: list[int] = []
+    for d in dims:
+        if target and rng.random() < 0.4:
+            target[-1] *= d
+        else:
+            target.append(d)
+    if rng.random() < 0.3:
+        target.append(1)
+    if rng.random() < 0.5:
+        target[int(rng.integers(len(target)))] = -1
+    return Reshape(tuple(target)), rng.normal(size=shape).astype(dtype)
+
+
+def random_upsampling(interpolation: str):
+    def make(rng: np.random.Generator, dtype: Any) -> tuple[UpSampling2D, np.ndarray]:
+        factors = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        size: Any = factors[0] if rng.random() < 0.4 else factors
+        shape = (int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 7)), int(rng.integers(1, 7)))
+        return UpSampling2D(size, interpolation), rng.normal(size=shape).astype(dtype)
+
+    return make
+
+
+def torch_upsampling(layer: UpSampling2D, x, params):
+    import torch.nn.functional as F
+
+    size = layer.get_config()["size"]
+    factors = (size, size) if isinstance(size, int) else tuple(size)
+    if layer.interpolation == "nearest":
+        return F.interpolate(x, scale_factor=factors, mode="nearest")
+    return F.interpolate(x, scale_factor=factors, mode="bilinear", align_corners=False)
+
+
+def _per_sample_offsets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Inputs whose samples have their own mean and spread, as activations do."""
+    lead = (shape[0],) + (1,) * (len(shape) - 1)
+    return rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=lead) + rng.normal(size=lead) * 2
+
+
+# Groups of one or two values are degenerate and left to test_modern_layers.py (hand-computed
+# answers): over one value x^ = 0 and y = beta, and torch's float32 statistics leave rounding
+# noise where dL/dgamma is exactly 0 (F.group_norm even refuses one value per group in a batch
+# of one); over two, x^ = +-sqrt(var / (var + eps)) and dL/dx ~ eps / var is what is left of
+# O(1) terms cancelling, where torch's own float64 backward is ~2e-10 off (against mpmath).
+def _normalised_size_ok(size: int) -> bool:
+    return size >= 3
+
+
+def random_layer_norm(rng: np.random.Generator, dtype: Any) -> tuple[LayerNormalization, np.ndarray]:
+    """Torch-style trailing ``normalized_shape`` or Keras-style ``axis`` (any non-empty set of
+    per-sample axes, negative or positive), eps 1e-5 or 1e-3, random gamma and beta."""
+    while True:
+        layer, x = _draw_layer_norm(rng, dtype)
+        if _normalised_size_ok(int(layer.gamma.size)):
+            return layer, x
+
+
+def _draw_layer_norm(rng: np.random.Generator, dtype: Any) -> tuple[LayerNormalization, np.ndarray]:
+    per_sample = tuple(int(s) for s in rng.integers(1, 6, size=int(rng.integers(1, 4))))
+    shape = (int(rng.integers(1, 4)),) + per_sample
+    rank = len(per_sample)
+    eps = float(rng.choice([1e-5, 1e-3]))
+    if rng.random() < 0.5:
+        k = int(rng.integers(1, rank + 1))
+        layer = LayerNormalization(per_sample[rank - k:], eps=eps, dtype=dtype)
+    else:
+        axes = [a for a in range(1, rank + 1) if rng.random() < 0.5] or [int(rng.integers(1, rank + 1))]
+        axis: Any = [a - (rank + 1) if rng.random() < 0.5 else a for a in axes]
+        layer = LayerNormalization(axis=axis[0] if len(axis) == 1 and rng.random() < 0.5 else tuple(axis), eps=eps, dtype=dtype)
+    layer.build(per_sample)
+    layer.gamma[...] = rng.normal(size=layer.gamma.shape)
+    layer.beta[...] = rng.normal(size=layer.beta.shape)
+    return layer, _per_sample_offsets(rng, shape).astype(dtype)
+
+
+def torch_layer_norm(layer: LayerNormalization, x, params):
+    import torch.nn.functional as F
+
+    config = layer.get_config()
+    if config["normalized_shape"] is not None:
+        return F.layer_norm(x, tuple(config["normalized_shape"]), params["gamma"], params["beta"], eps=config["eps"])
+    axes = sorted({a % x.ndim for a in config["axis"]})  # Keras' axes, batch = 0
+    moved = x.movedim(axes, list(range(x.ndim - len(axes), x.ndim)))
+    y = F.layer_norm(moved, tuple(moved.shape[x.ndim - len(axes):]), params["gamma"], params["beta"], eps=config["eps"])
+    return y.movedim(list(range(x.ndim - len(axes), x.ndim)), axes)
+
+
+def random_group_norm(rng: np.random.Generator, dtype: Any) -> tuple[GroupNormalization, np.ndarray]:
+    """(N, C), (N, C, L) or (N, C, H, W); 1-4 groups of 1-3 channels (groups = 1 and groups = C included)."""
+    while True:
+        groups, per_group = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        spatial = tuple(int(s) for s in rng.integers(1, 5, size=int(rng.integers(0, 3))))
+        if _normalised_size_ok(per_group * int(np.prod(spatial))):
+            break
+    shape = (int(rng.integers(1, 4)), groups * per_group) + spatial
+    layer = GroupNormalization(groups, eps=float(rng.choice([1e-5, 1e-3])), input_dim=groups * per_group, dtype=dtype)
+    layer.gamma[...] = rng.normal(size=layer.gamma.shape)
+    layer.beta[...] = rng.normal(size=layer.beta.shape)
+    return layer, _per_sample_offsets(rng, shape).astype(dtype)
+
+
+def torch_group_norm(layer: GroupNormalization, x, params):
+    import torch.nn.functional as F
+
+    return F.group_norm(x, layer.get_config()["groups"], params["gamma"], params["beta"], eps=layer.get_config()["eps"])
+
+
+def _torch_fn(name: str, **kwargs):
+    return lambda layer, x, params: getattr(__import__("torch").nn.functional, name)(x, **kwargs)
+
+
+LAYER_CASES += [
+    LayerCase("GELU", random_activation(lambda rng: GELU()), _torch_fn("gelu")),
+    LayerCase("GELU-tanh", random_activation(lambda rng: GELU(approximate="tanh")), _torch_fn("gelu", approximate="tanh")),
+    LayerCase("SiLU", random_activation(lambda rng: SiLU()), _torch_fn("silu")),
+    LayerCase("ELU", random_activation(lambda rng: ELU(alpha=float(rng.uniform(0.1, 2.0)))),
+              lambda layer, x, params: __import__("torch").nn.functional.elu(x, alpha=layer.get_config()["alpha"]), smooth=False),
+    LayerCase("Softplus", random_softplus,
+              lambda layer, x, params: __import__("torch").nn.functional.softplus(x, beta=layer.get_config()["beta"],
+                                                                                   threshold=layer.get_config()["threshold"])),
+    LayerCase("LogSoftMax", random_log_softmax,
+              lambda layer, x, params: __import__("torch").nn.functional.log_softmax(x, dim=layer.get_config()["axis"])),
+    LayerCase("Identity", random_activation(lambda rng: Identity()), lambda layer, x, params: x * 1),
+    LayerCase("Reshape", random_reshape,
+              lambda layer, x, params: x.reshape(x.shape[0], *layer.get_config()["target_shape"])),
+    LayerCase("UpSampling2D-nearest", random_upsampling("nearest"), torch_upsampling),
+    LayerCase("UpSampling2D-bilinear", random_upsampling("bilinear"), torch_upsampling),
+    LayerCase("LayerNormalization", random_layer_norm, torch_layer_norm),
+    LayerCase("GroupNormalization", random_group_norm, torch_group_norm),
+]
+
+
 # -- losses ---------------------------------------------------------------------------------
 def random_softmax_loss(rng: np.random.Generator, dtype: Any):
     n, k = int(rng.integers(1, 17)), int(rng.integers(2, 11))
