@@ -478,6 +478,87 @@ LAYER_CASES += [
 ]
 
 
+# -- grouped, depthwise and transposed convolutions ---------------------------------------------
+# The references are torch's conv2d / conv_transpose2d called with the layer's constructor
+# arguments (padding through reference_padding above), never with what the layer derived.
+from nn_from_scratch.neurons import TransposedConvolution  # noqa: E402
+
+
+def _conv_family_geometry(rng: np.random.Generator) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Kernel 1-4 (square or not); stride and dilation 1-3 per axis, each (1, 1) half of the time."""
+    kernel = tuple(int(k) for k in rng.integers(1, 5, size=2)) if rng.random() < 0.4 else (int(rng.integers(1, 5)),) * 2
+    stride = (1, 1) if rng.random() < 0.5 else tuple(int(s) for s in rng.integers(1, 4, size=2))
+    dilation = (1, 1) if rng.random() < 0.5 else tuple(int(d) for d in rng.integers(1, 4, size=2))
+    return kernel, stride, dilation  # type: ignore[return-value]
+
+
+def random_grouped_conv(rng: np.random.Generator, dtype: Any, depthwise: bool = False) -> tuple[Convolution, np.ndarray]:
+    """groups 2-4 with 1-3 input and 1-3 output channels per group, or depthwise (groups = C = 2-5,
+    1-3 outputs per channel); padding an int, a pair, (top, bottom, left, right), "same" or "valid"."""
+    (kh, kw), stride, dilation = _conv_family_geometry(rng)
+    if depthwise:
+        groups = int(rng.integers(2, 6))
+        c_in, c_out = groups, groups * int(rng.integers(1, 4))
+    else:
+        groups = int(rng.integers(2, 5))
+        c_in, c_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+    choice = rng.random()
+    padding: Any = ("same" if choice < 0.15 else "valid" if choice < 0.2 else int(rng.integers(0, 3)) if choice < 0.5
+                    else tuple(int(p) for p in rng.integers(0, 3, size=2)) if choice < 0.75
+                    else tuple(int(p) for p in rng.integers(0, 3, size=4)))
+    h, w = (int(s) for s in rng.integers(1, 6, size=2) + np.array(dilation) * (np.array((kh, kw)) - 1))
+    layer = Convolution((c_in, h, w), (kh, kw), c_out, padding=padding, use_bias=bool(rng.random() < 0.7),
+                        stride=stride, dilation=dilation, groups=groups, dtype=dtype)
+    if layer.B is not None:
+        layer.B[...] = rng.normal(size=layer.B.shape)
+    return layer, rng.normal(size=(int(rng.integers(1, 4)), c_in, h, w)).astype(dtype)
+
+
+def torch_grouped_conv(layer: Convolution, x, params):
+    import torch.nn.functional as F
+
+    top, bottom, left, right = reference_padding(layer.padding, tuple(x.shape[2:]), tuple(params["W"].shape[2:]),
+                                                 _pair(layer.stride), _pair(layer.dilation))
+    return F.conv2d(F.pad(x, (left, right, top, bottom)), params["W"], params.get("B"),
+                    stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
+
+
+def random_transposed_conv(rng: np.random.Generator, dtype: Any) -> tuple[TransposedConvolution, np.ndarray]:
+    """Kernel 1-4, stride and dilation 1-3, padding 0-3, output_padding below max(stride, dilation),
+    groups 1 (60%) or 2-3 with 1-3 channels per group, images 1-6 pixels a side, bias or not."""
+    while True:
+        kernel, stride, dilation = _conv_family_geometry(rng)
+        padding: Any = tuple(int(p) for p in rng.integers(0, 4, size=2)) if rng.random() < 0.7 else int(rng.integers(0, 4))
+        output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
+        h, w = (int(s) for s in rng.integers(1, 7, size=2))
+        out = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1
+               for n, k, s, d, p, op in zip((h, w), kernel, stride, dilation, _pair(padding), output_padding)]
+        if min(out) >= 1:
+            break
+    groups = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
+    c_in, c_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+    layer = TransposedConvolution((c_in, h, w), kernel, c_out, padding=padding,
+                                  stride=stride, output_padding=output_padding, dilation=dilation, groups=groups,
+                                  use_bias=bool(rng.random() < 0.7), dtype=dtype)
+    if layer.B is not None:
+        layer.B[...] = rng.normal(size=layer.B.shape)
+    return layer, rng.normal(size=(int(rng.integers(1, 4)), c_in, h, w)).astype(dtype)
+
+
+def torch_transposed_conv(layer: TransposedConvolution, x, params):
+    import torch.nn.functional as F
+
+    return F.conv_transpose2d(x, params["W"], params.get("B"), stride=layer.stride, padding=layer.padding,
+                              output_padding=layer.output_padding, groups=layer.groups, dilation=layer.dilation)
+
+
+LAYER_CASES += [
+    LayerCase("GroupedConvolution", random_grouped_conv, torch_grouped_conv),
+    LayerCase("DepthwiseConvolution", lambda rng, dtype: random_grouped_conv(rng, dtype, depthwise=True), torch_grouped_conv),
+    LayerCase("TransposedConvolution", random_transposed_conv, torch_transposed_conv),
+]
+
+
 # -- losses ---------------------------------------------------------------------------------
 def random_softmax_loss(rng: np.random.Generator, dtype: Any):
     n, k = int(rng.integers(1, 17)), int(rng.integers(2, 11))

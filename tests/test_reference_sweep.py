@@ -28,7 +28,7 @@ TOLERANCES = {np.float64: 1e-10, np.float32: 1e-5}
 DTYPES = [np.float64, np.float32]
 # The convolution has by far the most configuration space (kernel, channels, padding, stride,
 # dilation, bias); it gets the most draws.
-SEEDS_PER_CASE = {"Convolution": 100}
+SEEDS_PER_CASE = {"Convolution": 100, "GroupedConvolution": 40, "DepthwiseConvolution": 40, "TransposedConvolution": 60}
 DEFAULT_SEEDS = 16
 MIN_CONFIGURATIONS = 200
 
