@@ -25,6 +25,8 @@ from nn_from_scratch.nodes import (  # noqa: E402
     AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid, SoftMax, Tanh, Vectorization,
 )
 from nn_from_scratch.optimizers import Adam, AdamW, GradientDescent, RMSProp  # noqa: E402
+from nn_from_scratch.neurons import GroupNormalization, LayerNormalization  # noqa: E402
+from nn_from_scratch.nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
 
 
 def every_layer_model(seed: int = 0, optimizer=None, dtype=np.float32) -> Sequential:
@@ -32,19 +34,29 @@ def every_layer_model(seed: int = 0, optimizer=None, dtype=np.float32) -> Sequen
     layers = [
         Convolution(kernel_size=3, output_layers=4, padding="same", dtype=dtype, name="conv_in"),
         BatchNormalization(dtype=dtype),
+        GroupNormalization(2, eps=1e-4, dtype=dtype),
         LeakyReLU(0.1),
+        UpSampling2D(2, interpolation="bilinear"),
         MaxPooling(2),
         Convolution(kernel_size=(2, 3), output_layers=3, stride=(1, 2), padding=(1, 0, 1, 1), use_bias=False, dtype=dtype),
         Tanh(),
+        GELU(approximate="tanh"),
         AveragePooling(2, stride=1, padding=1, count_include_pad=False),
+        LayerNormalization(axis=1, eps=1e-3, dtype=dtype),
+        SiLU(),
         Sigmoid(),
         Dropout(0.2),
         GlobalAveragePooling(),
+        Reshape((3, -1)),
         Vectorization(),
         Linear(output_dim=8, dtype=dtype),
         ReLU(),
+        ELU(0.5),
+        Softplus(beta=2.0, threshold=10.0),
+        Identity(),
         Linear(output_dim=5, kernel_initializer="he_normal", dtype=dtype),
         SoftMax(),
+        LogSoftMax(),
     ]
     # Merge layers (several inputs) cannot sit in a chain: tests/test_graph.py saves them in a graph.
     single_input = {name for name, cls in serialization.LAYERS.items() if cls.n_inputs == 1}
