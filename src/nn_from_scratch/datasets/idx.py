@@ -12,23 +12,31 @@ payload in C order, big-endian::
 
 Files may be gzipped (``.gz``). Every check here fails with a :class:`DatasetFileError`
 that names the file and says what was wrong: a bad gzip stream, a bad magic number, an
-unknown dtype code, a payload shorter or longer than the header promises, or a sha256 of the
-uncompressed bytes that differs from the expected one.
+unknown dtype code, dimensions whose product overflows, a payload shorter or longer than the
+header promises, or a sha256 of the uncompressed bytes that differs from the expected one.
+
+The errors a damaged file can raise are exactly :class:`IDXFormatError` and
+:class:`ChecksumError`, both :class:`DatasetFileError` (a ``ValueError``); a missing or
+unreadable file raises the usual ``OSError``. ``fuzz/fuzz_idx.py`` holds the reader to that.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import os
+import stat
 import struct
+import sys
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["ChecksumError", "DatasetFileError", "IDXFormatError", "read_idx"]
+__all__ = ["ChecksumError", "DatasetFileError", "IDXFormatError", "read_idx", "read_idx_bytes"]
 
 # Big-endian element types by IDX dtype code.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -42,6 +50,9 @@ IDX_DTYPES: dict[int, np.dtype] = {
 
 # No real IDX file has more axes; a larger count means the header is garbage.
 MAX_NDIM = 8
+# Deflate's maximum compression ratio (zlib's technical notes): n compressed bytes never
+# inflate to more than about 1032 n.
+MAX_DEFLATE_RATIO = 1032
 _READ_CHUNK = 1 << 20
 
 
@@ -70,35 +81,55 @@ def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> np.ndar
         An array of the header's shape, in native byte order (``uint8`` for MNIST).
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        IDXFormatError: bad gzip stream, bad magic number, unknown dtype code, or a payload
-            whose length does not match the header.
+        FileNotFoundError: the file does not exist (other ``OSError`` for unreadable files).
+        IDXFormatError: bad gzip stream, bad magic number, unknown dtype code, dimensions whose
+            product overflows, or a payload whose length does not match the header.
         ChecksumError: the sha256 of the uncompressed bytes differs from ``sha256``.
+
+    Memory is bounded by what the file can hold: a header promising more bytes than a regular
+    file has (or, gzipped, more than its compressed size can inflate to at deflate's maximum
+    ratio of 1032:1) is refused before any payload is read, and no more than the header's
+    payload (plus one byte, to detect trailing data) is ever decompressed.
     """
     path = Path(path)
+    with open(path, "rb") as raw:
+        info = os.fstat(raw.fileno())
+        size = info.st_size if stat.S_ISREG(info.st_mode) else None  # pipes and devices: no bound known
+        return _read(raw, size, path.name.endswith(".gz"), str(path), sha256)
+
+
+def read_idx_bytes(data: bytes, sha256: str | None = None, *, gzipped: bool | None = None, name: str = "<bytes>") -> np.ndarray:
+    """:func:`read_idx` on the bytes of a file (``gzipped=None``: gzipped if they start ``1f 8b``).
+
+    ``name`` stands for the file in error messages. Raises only :class:`IDXFormatError` and
+    :class:`ChecksumError` (both :class:`DatasetFileError`, a ``ValueError``).
+    """
+    data = bytes(data)
+    if gzipped is None:
+        gzipped = data[:2] == b"\x1f\x8b"
+    return _read(io.BytesIO(data), len(data), gzipped, name, sha256)
+
+
+def _read(raw: BinaryIO, size: int | None, gzipped: bool, label: str, sha256: str | None) -> np.ndarray:
     digest = hashlib.sha256()
+    # The most uncompressed bytes the file can yield.
+    limit = None if size is None else size * MAX_DEFLATE_RATIO + 1024 if gzipped else size
     try:
-        with _open(path) as stream:
-            array = _parse(stream, digest, path)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+        array = _parse(stream, digest, label, limit, gzipped)
     except (gzip.BadGzipFile, zlib.error, EOFError) as error:
         # EOFError is how gzip reports a stream cut short.
         reason = "the gzip stream ends early" if isinstance(error, EOFError) else f"bad gzip stream ({error})"
-        raise IDXFormatError(f"{path}: {reason}; the file is corrupt or truncated") from error
+        raise IDXFormatError(f"{label}: {reason}; the file is corrupt or truncated") from error
     if sha256 is not None and digest.hexdigest() != sha256.lower():
         raise ChecksumError(
-            f"{path}: sha256 mismatch: the uncompressed data has sha256 {digest.hexdigest()}, "
+            f"{label}: sha256 mismatch: the uncompressed data has sha256 {digest.hexdigest()}, "
             f"expected {sha256.lower()}; the file is corrupt or not the expected one"
         )
     return array
 
 
-def _open(path: Path) -> BinaryIO:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-def _parse(stream: BinaryIO, digest: "hashlib._Hash", path: Path) -> np.ndarray:
+def _parse(stream: BinaryIO, digest: "hashlib._Hash", path: str, limit: int | None, gzipped: bool) -> np.ndarray:
     magic = _read_exactly(stream, 4, digest)
     if len(magic) < 4:
         raise IDXFormatError(f"{path}: truncated: {len(magic)} bytes, too short for the 4-byte IDX magic number")
@@ -119,10 +150,29 @@ def _parse(stream: BinaryIO, digest: "hashlib._Hash", path: Path) -> np.ndarray:
         raise IDXFormatError(f"{path}: truncated header: {ndim} dimensions need {4 * ndim} bytes, found {len(dims_bytes)}")
     shape = struct.unpack(f">{ndim}I", dims_bytes)
     dtype = IDX_DTYPES[dtype_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: exact, whatever the header says (numpy's int64 product wraps around).
+    expected = math.prod(shape) * dtype.itemsize
+    addressable = math.prod(d for d in shape if d) * dtype.itemsize
+    if addressable > sys.maxsize:
+        raise IDXFormatError(
+            f"{path}: the header's dimensions {shape} of {dtype.name} overflow: {addressable} bytes "
+            "is more than an array can address; the header is corrupt"
+        )
+    header_size = 4 + 4 * ndim
+    if limit is not None and header_size + expected > limit:
+        # Refused before reading: a damaged header (or a gzip bomb) must not make us inflate
+        # or allocate what the file cannot hold.
+        holds = (
+            f"found only {limit - header_size} bytes" if not gzipped
+            else f"the compressed file can inflate to at most {limit - header_size} bytes of payload"
+        )
+        raise IDXFormatError(
+            f"{path}: truncated payload: the header promises shape {shape} of {dtype.name} "
+            f"({expected} bytes), {holds}"
+        )
 
     # Read in chunks rather than allocating `expected` bytes up front, so that a damaged
-    # header claiming terabytes fails as "truncated" instead of as a MemoryError.
+    # header (of a pipe, whose size is unknown) fails as "truncated" instead of as a MemoryError.
     payload = _read_exactly(stream, expected, digest)
     if len(payload) < expected:
         raise IDXFormatError(

@@ -10,14 +10,13 @@ MNIST is by Y. LeCun, C. Cortes and C. Burges, under CC BY-SA 3.0.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .download import default_cache_dir, fetch
-from .idx import DatasetFileError, read_idx
+from .download import DEFAULT_DEADLINE
+from .idx_dataset import IDXDataset
 
 __all__ = ["FILES", "MIRRORS", "SHA256", "bundled_dir", "load_data"]
 
@@ -53,6 +52,9 @@ def bundled_dir() -> Path:
     return Path(__file__).resolve().parent / "data" / "mnist"
 
 
+_DATASET = IDXDataset("MNIST", FILES, SHA256, MIRRORS, CACHE_SUBDIR, bundled_dir())
+
+
 def load_data(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -60,6 +62,7 @@ def load_data(
     cache_dir: str | os.PathLike[str] | None = None,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST: ``(x_train, y_train), (x_test, y_test) = load_data()``.
 
@@ -73,8 +76,10 @@ def load_data(
     * ``load_data(path)``: the directory ``path``, holding the four IDX files
       (``train-images-idx3-ubyte``, ...), each either raw or gzipped (``<name>.gz``).
     * ``load_data(download=True)``: the cache directory ``<cache_dir>/mnist``. Files that are
-      missing, or fail their checksum, are downloaded from ``mirrors``, each mirror tried in
-      turn; a file already valid in the cache is reused without any request.
+      missing, or damaged (bad header, truncated, wrong checksum), are downloaded from
+      ``mirrors``, each mirror tried in turn; a file already valid in the cache is reused
+      without any request. A damaged file is replaced only once its download has been
+      verified: when every mirror fails, it is still there.
     * ``load_data(path, download=True)``: as above, with ``path`` as the download directory.
 
     Args:
@@ -86,6 +91,8 @@ def load_data(
             else ``~/.cache/nn_from_scratch``. The files go in its ``mnist`` subdirectory.
         mirrors: base URLs, each serving ``<base><name>.gz``; default :data:`MIRRORS`.
         timeout: seconds to wait for each connection and read when downloading.
+        deadline: seconds one mirror may take for a whole file, after which the next mirror
+            is tried (a server that trickles bytes cannot hold the download forever).
 
     Returns:
         ``((x_train, y_train), (x_test, y_test))``.
@@ -99,50 +106,7 @@ def load_data(
         ValueError: ``cache_dir`` or ``mirrors`` given without ``download=True``, or
             ``cache_dir`` together with ``path``.
     """
-    if not download and (cache_dir is not None or mirrors is not None):
-        raise ValueError("mnist.load_data: cache_dir and mirrors only apply with download=True")
-    if path is not None and cache_dir is not None:
-        raise ValueError("mnist.load_data: give path or cache_dir, not both (path is the download directory)")
-    if path is not None:
-        directory = Path(path).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise NotADirectoryError(f"mnist.load_data: path {directory} is not a directory of the four MNIST IDX files")
-    elif download:
-        directory = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / CACHE_SUBDIR
-    else:
-        directory = bundled_dir()
-    mirrors = MIRRORS if mirrors is None else tuple(mirrors)
-
-    arrays = []
-    for name in FILES:
-        arrays.append(_load_file(directory, name, download, mirrors, timeout))
-    x_train, y_train, x_test, y_test = arrays
-    return (x_train, y_train), (x_test, y_test)
-
-
-def _load_file(directory: Path, name: str, download: bool, mirrors: Sequence[str], timeout: float) -> np.ndarray:
-    candidates = (directory / name, directory / f"{name}.gz")
-    local = next((candidate for candidate in candidates if candidate.is_file()), None)
-    if local is not None:
-        try:
-            return read_idx(local, sha256=SHA256[name])
-        except DatasetFileError as error:
-            if not download:
-                raise
-            warnings.warn(f"{error}; downloading it again", RuntimeWarning, stacklevel=3)
-            local.unlink()
-    elif not download:
-        hint = "the package was installed without its data; " if directory == bundled_dir() else ""
-        raise FileNotFoundError(
-            f"MNIST file {name} not found: looked for {candidates[0]} and {candidates[1]}; "
-            f"{hint}pass download=True to fetch it"
-        )
-
-    gz_name = f"{name}.gz"
-    destination = fetch(
-        [base.rstrip("/") + "/" + gz_name for base in mirrors],
-        directory / gz_name,
-        lambda downloaded: read_idx(downloaded, sha256=SHA256[name]),
-        timeout=timeout,
+    return _DATASET.load_data(
+        path, download=download, cache_dir=cache_dir, mirrors=mirrors, timeout=timeout, deadline=deadline,
+        who="mnist.load_data",
     )
-    return read_idx(destination, sha256=SHA256[name])
