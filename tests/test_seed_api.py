@@ -76,6 +76,19 @@ def test_positional_call_means_what_the_seed_meant():
     assert GradientDescent(0.25).lr == 0.25
 
 
+def torch_seed_net(conv, lin, x, dy=None):
+    """The seed's conv -> ReLU -> flatten -> linear in torch, on our weights: (y, dL/dx)."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x_t = torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+    W = torch.tensor(conv.W.astype(np.float64))
+    B = None if conv.B is None else torch.tensor(conv.B.astype(np.float64))
+    h = F.relu(F.conv2d(x_t, W, B)).flatten(1)
+    y = h @ torch.tensor(lin.W[1:].astype(np.float64)) + torch.tensor(lin.W[0].astype(np.float64))
+    y.backward(torch.ones_like(y) if dy is None else torch.tensor(dy))
+    return y.detach().numpy(), x_t.grad.numpy()
+
+
 @pytest.mark.parametrize("batch", [1, 7, 50])
 def test_batch_size_in_shape_is_ignored(batch):
     rng = np.random.default_rng(batch)
@@ -85,7 +98,8 @@ def test_batch_size_in_shape_is_ignored(batch):
         Vectorization((50, 4, 10, 10)),
         Linear((50, 400), (50, 10)),
     ]
-    x = rng.normal(size=(batch, 1, 12, 12))
+    x0 = rng.normal(size=(batch, 1, 12, 12))
+    x = x0
     for layer in layers:
         x = layer.forward(x)
     assert x.shape == (batch, 10)
@@ -93,24 +107,43 @@ def test_batch_size_in_shape_is_ignored(batch):
     for layer in reversed(layers):
         grad = layer.backward(grad)
     assert grad.shape == (batch, 1, 12, 12)
+    y_ref, dx_ref = torch_seed_net(layers[0], layers[3], x0)  # float32 layers: float32 tolerances
+    np.testing.assert_allclose(x, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, dx_ref, rtol=1e-5, atol=1e-5)
 
 
 def test_batch_size_may_change_between_calls():
-    conv = Convolution((50, 2, 6, 6), 3, 3)
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    conv = Convolution((50, 2, 6, 6), 3, 3, dtype=np.float64)
+    conv.B[...] = rng.normal(size=3)
     for batch in (50, 3, 1, 64):
-        assert conv.forward(np.ones((batch, 2, 6, 6))).shape == (batch, 3, 4, 4)
-        assert conv.backward(np.ones((batch, 3, 4, 4))).shape == (batch, 2, 6, 6)
+        x, dy = rng.normal(size=(batch, 2, 6, 6)), rng.normal(size=(batch, 3, 4, 4))
+        y = conv.forward(x)
+        dx = conv.backward(dy)
+        x_t = torch.tensor(x, requires_grad=True)
+        y_t = torch.nn.functional.conv2d(x_t, torch.tensor(conv.W), torch.tensor(conv.B))
+        y_t.backward(torch.tensor(dy))
+        np.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_shapes_are_inferred_from_the_first_input():
     conv = Convolution(kernel_size=3, output_layers=4)
     lin = Linear(output_dim=10)
     assert conv.W is None and lin.W is None
-    h = conv.forward(np.ones((2, 3, 9, 9)))
+    x = np.random.default_rng(12).normal(size=(2, 3, 9, 9))
+    h = conv.forward(x)
     y = lin.forward(Vectorization().forward(h))
     assert conv.W.shape == (4, 3, 3, 3) and conv.B.shape == (4,)
     assert lin.W.shape == (4 * 7 * 7 + 1, 10)
     assert y.shape == (2, 10)
+    # The lazily created weights are used as they are: the values agree with torch on them.
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    h_ref = F.conv2d(torch.tensor(x), torch.tensor(conv.W, dtype=torch.float64), torch.tensor(conv.B, dtype=torch.float64))
+    y_ref = h_ref.flatten(1) @ torch.tensor(lin.W[1:], dtype=torch.float64) + torch.tensor(lin.W[0], dtype=torch.float64)
+    np.testing.assert_allclose(y, y_ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_are_readable_as_W_pd_and_B_pd():
@@ -206,8 +239,28 @@ def test_neural_network_fit_takes_prebatched_data_and_predict_takes_BHW():
         Linear((batch, 72), (batch, classes)),
     ]
     net = NeuralNetwork(64, classes, batch, GradientDescent(0.1), layers, SoftMaxLoss((batch, classes)))
+    W_conv, W_lin = layers[0].W.copy(), layers[3].W.copy()
     loss = net.fit(X, y, n_epochs=2)
-    assert np.isfinite(loss) and loss > 0
+    # Reference: torch trained on the same batches in the same order, SGD(0.1), mean cross-entropy;
+    # fit returns the mean batch loss of the last epoch.
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    params = [torch.tensor(W_conv, dtype=torch.float64, requires_grad=True),
+              torch.tensor(W_lin[1:], dtype=torch.float64, requires_grad=True),
+              torch.tensor(W_lin[0], dtype=torch.float64, requires_grad=True)]
+    sgd = torch.optim.SGD(params, lr=0.1)
+    for _ in range(2):
+        losses = []
+        for xb, lb in zip(X, labels):
+            sgd.zero_grad()
+            logits = F.relu(F.conv2d(torch.tensor(xb), params[0])).flatten(1) @ params[1] + params[2]
+            batch_loss = F.cross_entropy(logits, torch.tensor(lb))
+            batch_loss.backward()
+            sgd.step()
+            losses.append(batch_loss.item())
+    assert loss == pytest.approx(np.mean(losses), rel=1e-4)
+    np.testing.assert_allclose(layers[0].W, params[0].detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layers[3].W[1:], params[1].detach().numpy(), rtol=1e-4, atol=1e-5)
     predictions = net.predict(X[0][:, 0])  # (B, H, W), as the notebook passes the test images
     assert predictions.shape == (batch, classes)
     np.testing.assert_allclose(predictions, net.predict(X[0]), rtol=0, atol=0)
