@@ -133,7 +133,12 @@ def test_integer_and_one_hot_labels_train_identically():
     hb = b.fit(x, np.eye(3)[y], epochs=2, batch_size=16, verbose=0)
     for wa, wb in zip(weights(a), weights(b)):
         np.testing.assert_array_equal(wa, wb)
-    assert ha.history == hb.history
+    # The gradients (hence the weights) are bit-identical; the float32 loss values are summed
+    # along different paths (a gathered logit for integer labels, a dot product with the
+    # one-hot row, as torch's cross_entropy does), so they agree to rounding.
+    assert ha.history.keys() == hb.history.keys()
+    for key in ha.history:
+        np.testing.assert_allclose(ha.history[key], hb.history[key], rtol=1e-6)
 
 
 def test_training_accuracy_in_history_is_the_running_training_accuracy():

@@ -42,6 +42,8 @@ class BaseModel:
         self.stop_training = False
         self.history: Any = None
         self.rng = np.random.default_rng(seed) if seed is not None else initializers.default_rng()
+        #: What ``compile(metrics=...)`` asked for (names or Metric objects); None: the loss's default.
+        self.metric_specs: list[Any] | None = None
 
     def _adopt(self, layer: Layer) -> None:
         """Make ``layer`` draw from the model's generator; re-draw its weights if they are fresh."""
@@ -53,12 +55,19 @@ class BaseModel:
             layer.reset_parameters(self.rng)
         layer.adopted = True
 
-    def compile(self, optimizer: Optimizer | None = None, loss: Loss | None = None) -> None:
-        """Set the optimizer and the loss (the Keras spelling of passing them to the constructor)."""
+    def compile(self, optimizer: Optimizer | None = None, loss: Loss | None = None,
+                metrics: Sequence[Any] | None = None) -> None:
+        """Set the optimizer, the loss and the metrics (the Keras spelling of passing them to the
+        constructor). ``metrics`` holds names or :class:`~nn_from_scratch.metrics.Metric` objects
+        (see :mod:`nn_from_scratch.metrics`); ``fit`` and ``evaluate`` report each of them."""
         if optimizer is not None:
             self.optimizer = optimizer
         if loss is not None:
             self.loss = loss
+        if metrics is not None:
+            if isinstance(metrics, (str, bytes)) or not isinstance(metrics, (list, tuple)):
+                raise TypeError(f"{type(self).__name__}.compile: metrics must be a list, e.g. metrics=['accuracy'], got {metrics!r}")
+            self.metric_specs = list(metrics)
 
     # -- shapes and types -----------------------------------------------------------------
     @property
@@ -92,10 +101,12 @@ class BaseModel:
 
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks: Iterable[Any] = (),
-            verbose: int = 1) -> Any:
-        """Train in mini-batches; returns a ``History``. See :func:`nn_from_scratch.training.fit`."""
+            verbose: int = 1, distributed: Any = None) -> Any:
+        """Train in mini-batches; returns a ``History``. See :func:`nn_from_scratch.training.fit`
+        (``distributed=True``: data-parallel over MPI ranks, :mod:`nn_from_scratch.distributed`)."""
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                            validation_split=validation_split, shuffle=shuffle, callbacks=callbacks, verbose=verbose)
+                            validation_split=validation_split, shuffle=shuffle, callbacks=callbacks, verbose=verbose,
+                            distributed=distributed)
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 32, verbose: int = 0, return_dict: bool = False) -> Any:
         """Loss and accuracy in inference mode. See :func:`nn_from_scratch.training.evaluate`."""

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .callbacks import CallbackList, History, TerminateOnNaN
 from .errors import TrainingDivergedError
 from .interfaces import TrainableModel
-from .metrics import default_metrics
+from . import metrics as metrics_module
 
 
 def _require(model: TrainableModel, what: str, optimizer: bool = True) -> None:
@@ -50,6 +50,14 @@ def cast_batch(model: TrainableModel, x: np.ndarray) -> np.ndarray:
     """``x`` in the model's floating type (a no-op when it already is)."""
     dtype = model.dtype
     return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
+
+
+def model_metrics(model: TrainableModel) -> list[metrics_module.Metric]:
+    """Fresh metrics for a pass: what ``compile(metrics=...)`` asked for, else the loss's default accuracy."""
+    specs = getattr(model, "metric_specs", None)
+    if specs is None:
+        return metrics_module.default_metrics(model.loss, model.output_shape)
+    return [metrics_module.get(spec, model.loss, model.output_shape) for spec in specs]
 
 
 def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -114,6 +122,7 @@ def fit(
     shuffle: bool = True,
     callbacks: Iterable[Any] = (),
     verbose: int = 1,
+    distributed: Any = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``(x, y)`` in mini-batches; returns a ``History``.
 
@@ -132,6 +141,10 @@ def fit(
       ``TerminateOnNaN(raise_error=False)``, which stops quietly as Keras does.
     * ``verbose``: 0 silent, 1 a progress bar per epoch with the running loss and accuracy,
       2 one line per epoch.
+    * ``distributed``: ``True`` or a :class:`~nn_from_scratch.distributed.DataParallel` trains
+      data-parallel over the ranks of an MPI job (run the script under ``mpiexec``): the same
+      global batches as one process, sharded over the ranks, one gradient allreduce per step,
+      synchronised batch norm, global logs, progress and file-writing callbacks on rank 0.
     """
     _require(model, "fit")
     x, y = check_xy(model, x, y, "fit")
@@ -143,23 +156,33 @@ def fit(
     if n == 0:
         raise ValueError(f"{type(model).__name__}.fit: no training samples")
     model.ensure_built(x[:1])
+    strategy = None
+    if distributed is not None and distributed is not False:
+        from .distributed import get_strategy
+
+        strategy = get_strategy(distributed)
+        verbose = strategy.verbose(verbose)
 
     history = History()
-    user = list(callbacks)
+    user = list(callbacks) if strategy is None else strategy.callbacks(list(callbacks))
     defaults = [] if any(isinstance(c, TerminateOnNaN) for c in user) else [TerminateOnNaN()]
     cbs = CallbackList(defaults + user + [history], model=model)  # History last, as Keras: it sees what others log
     steps = (n + batch_size - 1) // batch_size
     cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose})
     model.history = history
     model.stop_training = False
-    metrics = default_metrics(model.loss, model.output_shape)
+    metrics = model_metrics(model)
+    if strategy is not None:
+        strategy.setup(model)
     try:
         cbs.on_train_begin()
         for epoch in range(epochs):
             cbs.on_epoch_begin(epoch)
             order = model.rng.permutation(n) if shuffle else None
+            if strategy is not None:
+                order = strategy.epoch_order(order)
             epoch_logs = _run_epoch(model, x, y, order, batch_size, steps, metrics, cbs, epoch, epochs, verbose,
-                                    validation_data)
+                                    validation_data, strategy)
             cbs.on_epoch_end(epoch, epoch_logs)
             if model.stop_training:
                 break
@@ -167,6 +190,9 @@ def fit(
     except TrainingDivergedError as error:
         error.history = history
         raise
+    finally:
+        if strategy is not None:
+            strategy.teardown(model)
     return history
 
 
@@ -183,6 +209,7 @@ def _run_epoch(
     epochs: int,
     verbose: int,
     validation_data: tuple[np.ndarray, np.ndarray] | None,
+    strategy: Any = None,
 ) -> dict[str, float]:
     """One pass over the training data; returns the epoch's logs (with validation, if any)."""
     for metric in metrics:
@@ -195,13 +222,19 @@ def _run_epoch(
         for step in range(steps):
             window = slice(step * batch_size, (step + 1) * batch_size)
             index = order[window] if order is not None else window
-            xb, yb = cast_batch(model, x[index]), y[index]
-            cbs.on_batch_begin(step)
-            loss, output = train_batch(model, xb, yb)
-            loss_sum += loss * len(xb)
-            seen += len(xb)
-            for metric in metrics:
-                metric.update(output, yb)
+            if strategy is not None:  # this rank's shard; global loss and metrics
+                cbs.on_batch_begin(step)
+                loss, n_batch = strategy.train_batch(model, x, y, index, metrics)
+                loss_sum += loss * n_batch
+                seen += n_batch
+            else:
+                xb, yb = cast_batch(model, x[index]), y[index]
+                cbs.on_batch_begin(step)
+                loss, output = train_batch(model, xb, yb)
+                loss_sum += loss * len(xb)
+                seen += len(xb)
+                for metric in metrics:
+                    metric.update(output, yb)
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
             if verbose == 1:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
@@ -248,7 +281,7 @@ def evaluate(
     if batch_size < 1:
         raise ValueError(f"{type(model).__name__}.evaluate: batch_size must be >= 1, got {batch_size}")
     model.ensure_built(x[:1])
-    metrics = default_metrics(model.loss, model.output_shape)
+    metrics = model_metrics(model)
     loss_sum = 0.0
     for start in tqdm(range(0, len(x), batch_size), disable=verbose != 1, desc="evaluate", unit="batch",
                       file=sys.stdout):
