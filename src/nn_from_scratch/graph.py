@@ -159,9 +159,12 @@ class Model(BaseModel):
             )
 
     # -- passes ---------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = False, keep_cache: bool | None = None) -> np.ndarray:
         """Run every node in order. In inference mode (the default) no layer keeps a cache, and
-        each intermediate value is dropped as soon as its last consumer has run."""
+        each intermediate value is dropped as soon as its last consumer has run.
+        ``keep_cache=True`` keeps the caches in inference mode too, so that a ``backward`` can
+        follow (``verify.gradcheck(model, training=False)``)."""
+        keep = training if keep_cache is None else bool(keep_cache)
         x = np.asarray(x)
         self.ensure_built(x)
         values: dict[int, Any] = {self.inputs[0].id: x}
@@ -172,7 +175,7 @@ class Model(BaseModel):
             layer.training = training
             args = [values[t.id] for t in node.inputs]
             out = layer.forward(args if layer.n_inputs is None else args[0])
-            if not training:
+            if not keep:
                 layer.release_cache()
                 for t in node.inputs:
                     remaining[t.id] -= 1
