@@ -37,6 +37,7 @@ from .. import kernels  # noqa: E402
 from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets  # noqa: E402
 from ..model import Sequential  # noqa: E402
 from ..neurons import BatchNormalization, Convolution, Linear  # noqa: E402
+from ..neurons import TransposedConvolution  # noqa: E402
 from ..kernels import resolve_padding  # noqa: E402
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid,  # noqa: E402
                      SoftMax, Tanh, Vectorization)
@@ -245,14 +246,78 @@ def _conv_to_keras(layer: Convolution, ctx: KerasContext) -> KerasTwin:
         if top or bottom or left or right:
             layers.append(keras.layers.ZeroPadding2D(((top, bottom), (left, right)), dtype=ctx.dtype))
         padding = "valid"
+    in_channels = layer.W.shape[1] * layer.groups
+    if layer.groups > 1 and layer.groups == in_channels:  # depthwise: Keras' kernel is (kh, kw, C, multiplier)
+        return _depthwise_to_keras(layer, ctx, layers, padding)
     conv = keras.layers.Conv2D(
         layer.out_channels, layer.kernel_size, strides=layer.stride, padding=padding,
-        dilation_rate=layer.dilation, use_bias=layer.use_bias, dtype=ctx.dtype,
+        dilation_rate=layer.dilation, groups=layer.groups, use_bias=layer.use_bias, dtype=ctx.dtype,
     )
     layers.append(conv)
 
     def load() -> None:
         weights = [layer.W.transpose(2, 3, 1, 0)] + ([layer.B] if layer.use_bias else [])
+        conv.set_weights([np.asarray(w, dtype=ctx.dtype) for w in weights])
+
+    def read(get):
+        out = {"W": np.ascontiguousarray(get(conv.kernel).transpose(3, 2, 0, 1))}
+        if layer.use_bias:
+            out["B"] = get(conv.bias)
+        return out
+
+    return KerasTwin(layers, IMAGE, read, load)
+
+
+def _depthwise_to_keras(layer: Convolution, ctx: KerasContext, layers: list[Any], padding: str) -> KerasTwin:
+    """``DepthwiseConv2D``: its output channel ``c*m + j`` is ours (input channel c, j-th of m)."""
+    c, (kh, kw) = layer.groups, layer.kernel_size
+    m = layer.out_channels // c
+    conv = keras.layers.DepthwiseConv2D(
+        layer.kernel_size, strides=layer.stride, padding=padding, depth_multiplier=m,
+        dilation_rate=layer.dilation, use_bias=layer.use_bias, dtype=ctx.dtype,
+    )
+    layers.append(conv)
+
+    def load() -> None:
+        weights = [layer.W.reshape(c, m, kh, kw).transpose(2, 3, 0, 1)] + ([layer.B] if layer.use_bias else [])
+        conv.set_weights([np.asarray(w, dtype=ctx.dtype) for w in weights])
+
+    def read(get):
+        out = {"W": np.ascontiguousarray(get(conv.depthwise_kernel).transpose(2, 3, 0, 1)).reshape(c * m, 1, kh, kw)}
+        if layer.use_bias:
+            out["B"] = get(conv.bias)
+        return out
+
+    return KerasTwin(layers, IMAGE, read, load)
+
+
+@TO_KERAS.register(TransposedConvolution)
+def _transposed_conv_to_keras(layer: TransposedConvolution, ctx: KerasContext) -> KerasTwin:
+    """``Conv2DTranspose(padding="valid")``, then ``Cropping2D``: torch's ``padding`` crops both sides
+    of the full output, and ``output_padding`` up to ``padding`` un-crops the bottom/right; beyond
+    it, Keras' own ``output_padding`` adds the rows."""
+    _require_image(ctx, layer)
+    where = f"to_keras: {ctx.where} {layer!r}"
+    if layer.groups != 1:
+        raise UnsupportedLayerError(f"{where}: Keras' Conv2DTranspose has no groups")
+    if layer.stride != (1, 1) and layer.dilation != (1, 1):
+        raise UnsupportedLayerError(f"{where}: Keras' Conv2DTranspose does not support stride > 1 together with dilation > 1")
+    (ph, pw), (oph, opw) = layer.padding, layer.output_padding
+    extra = (max(oph - ph, 0), max(opw - pw, 0))
+    if any(e >= s for e, s in zip(extra, layer.stride)):
+        raise UnsupportedLayerError(f"{where}: output_padding beyond padding by {extra} needs Keras' output_padding, "
+                                    f"which must be below the stride {layer.stride}")
+    conv = keras.layers.Conv2DTranspose(
+        layer.out_channels, layer.kernel_size, strides=layer.stride, padding="valid", output_padding=extra,
+        dilation_rate=layer.dilation, use_bias=layer.use_bias, dtype=ctx.dtype,
+    )
+    layers: list[Any] = [conv]
+    crops = ((ph, max(ph - oph, 0)), (pw, max(pw - opw, 0)))
+    if any(any(pair) for pair in crops):
+        layers.append(keras.layers.Cropping2D(crops, dtype=ctx.dtype))
+
+    def load() -> None:
+        weights = [layer.W.transpose(2, 3, 1, 0)] + ([layer.B] if layer.use_bias else [])  # (kh, kw, out, in)
         conv.set_weights([np.asarray(w, dtype=ctx.dtype) for w in weights])
 
     def read(get):
@@ -491,8 +556,6 @@ def _check_channels_last(klayer: Any, where: str) -> None:
 def _conv_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extra: tuple[int, int, int, int] | None = None):
     conv = klayers[i]
     _check_channels_last(conv, ctx.where)
-    if conv.groups != 1:
-        raise UnsupportedLayerError(f"{ctx.where}: grouped convolution (groups={conv.groups}) is not supported")
     weights = _weights(conv)
     W = np.ascontiguousarray(weights[0].transpose(3, 2, 0, 1))
     B = weights[1] if conv.use_bias else None
@@ -502,8 +565,72 @@ def _conv_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extra: t
             raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D before a Conv2D with padding={padding!r} is not supported")
         padding = extra
     layer = Convolution(None, tuple(conv.kernel_size), conv.filters, padding=padding, W=W, B=B, use_bias=conv.use_bias,
-                        stride=tuple(conv.strides), dilation=tuple(conv.dilation_rate), dtype=W.dtype)
+                        stride=tuple(conv.strides), dilation=tuple(conv.dilation_rate), groups=conv.groups, dtype=W.dtype)
     return [layer, *_activation(conv, IMAGE, ctx.where)], 1, IMAGE
+
+
+@FROM_KERAS.register(keras.layers.DepthwiseConv2D)
+def _depthwise_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, extra: tuple[int, int, int, int] | None = None):
+    conv = klayers[i]
+    _check_channels_last(conv, ctx.where)
+    weights = _weights(conv)
+    kh, kw, c, m = weights[0].shape
+    W = np.ascontiguousarray(weights[0].transpose(2, 3, 0, 1)).reshape(c * m, 1, kh, kw)
+    B = weights[1] if conv.use_bias else None
+    padding: Any = conv.padding
+    if extra is not None:
+        if padding != "valid":
+            raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D before a DepthwiseConv2D with padding={padding!r} is not supported")
+        padding = extra
+    layer = Convolution(None, (kh, kw), c * m, padding=padding, W=W, B=B, use_bias=conv.use_bias, stride=tuple(conv.strides),
+                        dilation=tuple(conv.dilation_rate), groups=c, dtype=W.dtype)
+    return [layer, *_activation(conv, IMAGE, ctx.where)], 1, IMAGE
+
+
+def _keras_transpose_crops(kernel: int, stride: int, dilation: int, padding: str, output_padding: int | None) -> tuple[int, int]:
+    """What Keras' ``Conv2DTranspose`` removes from (negative: adds to) each end of the full
+    transposed convolution, ``(i - 1) * stride + dilation * (kernel - 1) + 1`` long, along one axis
+    (its JAX-style rule, which every backend follows)."""
+    k = dilation * (kernel - 1) + 1
+    if padding == "valid":
+        before, after = k - 1, k - 1 + (max(k, stride) - k if output_padding is None else output_padding)
+    else:
+        total = stride + k - 2 if output_padding is None else k + k % 2 - 2 + output_padding
+        before = min(total // 2 + total % 2, k - 1)
+        after = total - before
+    return k - 1 - before, k - 1 - after
+
+
+@FROM_KERAS.register(keras.layers.Conv2DTranspose)
+def _transposed_conv_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    """``Conv2DTranspose``, and the ``Cropping2D`` right after it if there is one."""
+    conv = klayers[i]
+    _check_channels_last(conv, ctx.where)
+    output_padding = conv.output_padding
+    if output_padding is not None and not isinstance(output_padding, (tuple, list)):
+        output_padding = (output_padding, output_padding)
+    crops = [_keras_transpose_crops(k, s, d, conv.padding, None if output_padding is None else op)
+             for k, s, d, op in zip(conv.kernel_size, conv.strides, conv.dilation_rate, output_padding or (None, None))]
+    follows = klayers[i + 1] if i + 1 < len(klayers) else None
+    used = 1
+    if isinstance(follows, keras.layers.Cropping2D) and getattr(follows, "data_format", "channels_last") == "channels_last":
+        crops = [(a + int(c0), b + int(c1)) for (a, b), (c0, c1) in zip(crops, follows.cropping)]
+        used = 2
+    padding = tuple(before for before, _ in crops)
+    out_padding = tuple(before - after for before, after in crops)
+    if min(padding) < 0 or min(out_padding) < 0:
+        raise UnsupportedLayerError(f"{ctx.where}: Conv2DTranspose(padding={conv.padding!r}, output_padding={conv.output_padding}) "
+                                    f"crops {crops} (before, after) per axis; torch's semantics needs before >= after >= 0")
+    weights = _weights(conv)
+    W = np.ascontiguousarray(weights[0].transpose(3, 2, 0, 1))  # (kh, kw, out, in) -> (in, out, kh, kw)
+    B = weights[1] if conv.use_bias else None
+    try:
+        layer = TransposedConvolution(None, tuple(conv.kernel_size), conv.filters, padding=padding, W=W, B=B,
+                                      use_bias=conv.use_bias, stride=tuple(conv.strides), output_padding=out_padding,
+                                      dilation=tuple(conv.dilation_rate), dtype=W.dtype)
+    except ValueError as err:  # e.g. output_padding not below the stride or the dilation
+        raise UnsupportedLayerError(f"{ctx.where}: {err}") from err
+    return [layer, *_activation(conv, IMAGE, ctx.where)], used, IMAGE
 
 
 @FROM_KERAS.register(keras.layers.ZeroPadding2D)
@@ -511,11 +638,12 @@ def _zeropad_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     pad = klayers[i]
     _check_channels_last(pad, ctx.where)
     (top, bottom), (left, right) = pad.padding
-    following = {keras.layers.Conv2D: _conv_from_keras, keras.layers.AveragePooling2D: _avg_pool_from_keras}
+    following = {keras.layers.Conv2D: _conv_from_keras, keras.layers.DepthwiseConv2D: _depthwise_from_keras,
+                 keras.layers.AveragePooling2D: _avg_pool_from_keras}
     target = klayers[i + 1] if i + 1 < len(klayers) else None
     convert = next((fn for cls, fn in following.items() if isinstance(target, cls)), None)
     if convert is None:
-        raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D is supported only right before a Conv2D or an AveragePooling2D")
+        raise UnsupportedLayerError(f"{ctx.where}: ZeroPadding2D is supported only right before a Conv2D, a DepthwiseConv2D or an AveragePooling2D")
     layers, used, layout = convert(klayers, i + 1, ctx, extra=(int(top), int(bottom), int(left), int(right)))
     return layers, used + 1, layout
 

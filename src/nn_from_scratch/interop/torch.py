@@ -25,6 +25,7 @@ from ..interfaces import Layer
 from ..losses import BinaryCrossEntropy, Loss, MSELoss, SoftMaxLoss, one_hot_targets
 from ..model import Sequential
 from ..neurons import BatchNormalization, Convolution, Linear
+from ..neurons import TransposedConvolution
 from ..kernels import resolve_padding
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid, SoftMax, Tanh,
                      Vectorization)
@@ -81,6 +82,8 @@ class TorchContext:
 # fresh from ``from_torch``): batch norm needs it to choose BatchNorm1d or BatchNorm2d.
 OUTPUT_RANK: dict[type, int] = {Convolution: 3, MaxPooling: 3, AveragePooling: 3, Vectorization: 1, Linear: 1,
                                 GlobalAveragePooling: 1}
+
+OUTPUT_RANK[TransposedConvolution] = 3
 
 
 def _input_ranks(layers: list[Layer]) -> list[int | None]:
@@ -140,10 +143,10 @@ def _conv_to_torch(layer: Convolution, ctx: TorchContext) -> TorchTwin:
         top, bottom, left, right = pads
         modules.append(nn.ZeroPad2d((left, right, top, bottom)))
         padding = 0
-    out_channels, in_channels = layer.W.shape[:2]
+    out_channels, in_channels = layer.W.shape[0], layer.W.shape[1] * layer.groups
     conv = nn.Conv2d(
         in_channels, out_channels, layer.kernel_size, stride=layer.stride, padding=padding,
-        dilation=layer.dilation, bias=layer.use_bias, dtype=torch_dtype(layer.W.dtype),
+        dilation=layer.dilation, groups=layer.groups, bias=layer.use_bias, dtype=torch_dtype(layer.W.dtype),
     )
     _assign(conv.weight, layer.W)
     if layer.use_bias:
@@ -310,8 +313,6 @@ def _array(t: torch.Tensor) -> np.ndarray:
 def _conv_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int, int, int, int] | None = None):
     conv = modules[i]
     where = f"from_torch: module {i} (Conv2d)"
-    if conv.groups != 1:
-        raise UnsupportedLayerError(f"{where}: grouped convolution (groups={conv.groups}) is not supported")
     if conv.padding_mode != "zeros":
         raise UnsupportedLayerError(f"{where}: padding_mode={conv.padding_mode!r} is not supported (only 'zeros')")
     padding: Any = conv.padding if isinstance(conv.padding, str) else tuple(int(p) for p in conv.padding)
@@ -326,7 +327,44 @@ def _conv_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int,
     B = None if conv.bias is None else _array(conv.bias)
     layer = Convolution(
         None, tuple(conv.kernel_size), conv.out_channels, padding=padding, W=W, B=B, use_bias=B is not None,
-        stride=tuple(conv.stride), dilation=tuple(conv.dilation), dtype=W.dtype,
+        stride=tuple(conv.stride), dilation=tuple(conv.dilation), groups=conv.groups, dtype=W.dtype,
+    )
+    return [layer], 1
+
+
+@TO_TORCH.register(TransposedConvolution)
+def _transposed_conv_to_torch(layer: TransposedConvolution, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.W, ctx.where)
+    conv = nn.ConvTranspose2d(
+        layer.W.shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+        output_padding=layer.output_padding, groups=layer.groups, bias=layer.use_bias, dilation=layer.dilation,
+        dtype=torch_dtype(layer.W.dtype),
+    )
+    _assign(conv.weight, layer.W)  # (in, out/groups, kh, kw) on both sides
+    if layer.use_bias:
+        _assign(conv.bias, layer.B)
+
+    def read(get):
+        out = {"W": get(conv.weight)}
+        if layer.use_bias:
+            out["B"] = get(conv.bias)
+        return out
+
+    return TorchTwin([conv], read)
+
+
+@FROM_TORCH.register(nn.ConvTranspose2d)
+def _transposed_conv_from_torch(modules: list[nn.Module], i: int):
+    conv = modules[i]
+    if conv.padding_mode != "zeros":
+        raise UnsupportedLayerError(f"from_torch: module {i} (ConvTranspose2d): padding_mode={conv.padding_mode!r} is not "
+                                    "supported (only 'zeros')")
+    W = _array(conv.weight)
+    B = None if conv.bias is None else _array(conv.bias)
+    layer = TransposedConvolution(
+        None, tuple(conv.kernel_size), conv.out_channels, padding=tuple(int(p) for p in conv.padding), W=W, B=B,
+        use_bias=B is not None, stride=tuple(conv.stride), output_padding=tuple(int(p) for p in conv.output_padding),
+        dilation=tuple(conv.dilation), groups=conv.groups, dtype=W.dtype,
     )
     return [layer], 1
 
