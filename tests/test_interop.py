@@ -202,8 +202,8 @@ def test_unsupported_layers_raise_an_error_naming_them() -> None:
     model = Sequential([Linear(4, 3, dtype=np.float64), Custom()], input_shape=(4,))
     with pytest.raises(UnsupportedLayerError, match=r"layer 1 Custom"):
         interop.to_torch(model)
-    with pytest.raises(UnsupportedLayerError, match=r"GELU"):
-        interop.from_torch(nn.Sequential(nn.Linear(3, 2), nn.GELU()))
+    with pytest.raises(UnsupportedLayerError, match=r"Mish"):
+        interop.from_torch(nn.Sequential(nn.Linear(3, 2), nn.Mish()))
     with pytest.raises(UnsupportedLayerError, match=r"groups=2"):
         interop.from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)))
     with pytest.raises(UnsupportedLayerError, match=r"padding_mode='reflect'"):
@@ -314,9 +314,9 @@ def test_keras_unsupported_layers_raise_an_error_naming_them() -> None:
     lstm = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(2)])
     with pytest.raises(UnsupportedLayerError, match=r"LSTM"):
         interop.from_keras(lstm)
-    gelu = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="gelu")])
-    with pytest.raises(UnsupportedLayerError, match=r"activation 'gelu'"):
-        interop.from_keras(gelu)
+    mish = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="mish")])
+    with pytest.raises(UnsupportedLayerError, match=r"activation 'mish'"):
+        interop.from_keras(mish)
     # Keras' torch backend averages replicated edges for an asymmetric "same" pooling; we and
     # TensorFlow average only the elements inside: a 4x4 window, stride 1, padding (1, 2).
     average = Sequential([AveragePooling(4, 1, padding="same", count_include_pad=False)], input_shape=(1, 6, 6))

@@ -540,10 +540,12 @@ def _activation(klayer: Any, layout: Layout, where: str) -> list[Layer]:
     name = getattr(getattr(klayer, "activation", None), "__name__", "linear")
     if name == "linear":
         return []
-    if name not in _ACTIVATIONS:
+    if name not in _ACTIVATIONS and name != "log_softmax":
         raise UnsupportedLayerError(f"{where}: activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
     if name == "softmax" and layout.kind == "image":
         raise UnsupportedLayerError(f"{where}: a softmax over the channels of an image has no equivalent layer")
+    if name == "log_softmax":  # Keras' last axis: the channels of an image (our axis 1)
+        return [LogSoftMax(axis=1 if layout.kind == "image" else -1)]
     return [_ACTIVATIONS[name]()]
 
 
@@ -675,8 +677,12 @@ def _flatten_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
 @FROM_KERAS.register(keras.layers.Permute)
 def _permute_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     follows = klayers[i + 1] if i + 1 < len(klayers) else None
+    if ctx.layout.kind == "image" and tuple(klayers[i].dims) == (3, 1, 2) and isinstance(follows, keras.layers.Reshape):
+        layers, used, layout = _reshape_from_keras(klayers, i + 1, ctx, True)  # the image in our order, reshaped
+        return layers, used + 1, layout
     if ctx.layout.kind != "image" or tuple(klayers[i].dims) != (3, 1, 2) or not isinstance(follows, keras.layers.Flatten):
-        raise UnsupportedLayerError(f"{ctx.where}: Permute is supported only as Permute((3, 1, 2)) of an image right before a Flatten")
+        raise UnsupportedLayerError(f"{ctx.where}: Permute is supported only as Permute((3, 1, 2)) of an image right before "
+                                    "a Flatten or a Reshape")
     return [Vectorization()], 2, PLAIN  # channels first, then flattened: our own order
 
 
@@ -774,6 +780,248 @@ def _batchnorm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
                                gamma=gamma, beta=beta, dtype=gamma.dtype)
     layer.running_mean[...] = mean
     layer.running_var[...] = var
+    return [layer], 1, ctx.layout
+
+
+# -- layers of modern CNNs: activations, Reshape, UpSampling2D, layer and group normalisation ---
+from ..neurons import GroupNormalization, LayerNormalization  # noqa: E402
+from ..nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
+
+
+def gelu_tanh(x: Any) -> Any:
+    """Keras' GELU with the tanh approximation (``Activation(gelu_tanh)``; 'gelu' is the exact one)."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="nn_from_scratch")
+class LogSoftmaxLayer(keras.layers.Layer):
+    """``log_softmax`` along any axis (``Activation("log_softmax")`` has only the last one)."""
+
+    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def call(self, x: Any) -> Any:
+        return keras.ops.log_softmax(x, axis=self.axis)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+_ACTIVATIONS.update({"gelu": GELU, "gelu_tanh": lambda: GELU(approximate="tanh"), "silu": SiLU, "elu": ELU,
+                     "softplus": Softplus})
+
+# Our per-sample axis (batch = 0) -> the Keras axis holding it, for an image: C is Keras' last axis.
+_IMAGE_AXIS_TO_KERAS = {1: 3, 2: 1, 3: 2}
+_KERAS_AXIS_TO_IMAGE = {k: ours for ours, k in _IMAGE_AXIS_TO_KERAS.items()}
+
+
+def _keras_axis(layout: Layout, axis: int) -> int:
+    return _IMAGE_AXIS_TO_KERAS[axis] if layout.kind == "image" else axis
+
+
+def _our_axis(layout: Layout, axis: int) -> int:
+    return _KERAS_AXIS_TO_IMAGE[axis] if layout.kind == "image" else axis
+
+
+TO_KERAS.register(GELU)(_elementwise(lambda layer, ctx: keras.layers.Activation(
+    "gelu" if layer.approximate == "none" else gelu_tanh, dtype=ctx.dtype)))
+TO_KERAS.register(SiLU)(_elementwise(lambda layer, ctx: keras.layers.Activation("silu", dtype=ctx.dtype)))
+TO_KERAS.register(ELU)(_elementwise(lambda layer, ctx: keras.layers.ELU(alpha=layer.alpha, dtype=ctx.dtype)))
+TO_KERAS.register(Identity)(_elementwise(lambda layer, ctx: keras.layers.Identity(dtype=ctx.dtype)))
+
+
+@TO_KERAS.register(Softplus)
+def _softplus_to_keras(layer: Softplus, ctx: KerasContext) -> KerasTwin:
+    # Keras' softplus has neither beta nor threshold. On the torch backend it is F.softplus with
+    # torch's defaults (beta 1, threshold 20), ours exactly; elsewhere log(1 + exp(x)) throughout,
+    # which differs from the linear branch above 20 by log1p(exp(-x)) < 2.1e-9.
+    if layer.beta != 1.0 or layer.threshold != 20.0:
+        raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: Keras' softplus has no beta or threshold "
+                                    "(only beta=1, threshold=20 convert)")
+    return KerasTwin([keras.layers.Activation("softplus", dtype=ctx.dtype)], ctx.layout)
+
+
+@TO_KERAS.register(LogSoftMax)
+def _log_softmax_to_keras(layer: LogSoftMax, ctx: KerasContext) -> KerasTwin:
+    ndim = len(ctx.shape) + 1
+    axis = layer.axis % ndim
+    if ctx.layout.kind == "flat":  # a permutation of the features does not change a log-softmax over all of them
+        k_axis = axis
+    else:
+        k_axis = _keras_axis(ctx.layout, axis)
+    if k_axis == ndim - 1:
+        return KerasTwin([keras.layers.Activation("log_softmax", dtype=ctx.dtype)], ctx.layout)
+    return KerasTwin([LogSoftmaxLayer(axis=k_axis, dtype=ctx.dtype)], ctx.layout)
+
+
+@TO_KERAS.register(Reshape)
+def _reshape_to_keras(layer: Reshape, ctx: KerasContext) -> KerasTwin:
+    """Keras reshapes its own (H, W, C) order: an image is first put back in ours (Permute), and a
+    3-D result is turned into Keras' image layout (Permute) for the layers after it."""
+    target = tuple(layer.output_shape)
+    layers: list[Any] = []
+    if ctx.layout.kind == "flat":
+        if len(target) != 1:
+            raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: reshaping the flattened image of a Keras twin "
+                                        "(features in Keras' (H, W, C) order) into several axes has no Keras equivalent")
+        return KerasTwin([keras.layers.Reshape(target, dtype=ctx.dtype)], ctx.layout)
+    if ctx.layout.kind == "image":
+        layers.append(keras.layers.Permute((3, 1, 2), dtype=ctx.dtype))
+    layers.append(keras.layers.Reshape(target, dtype=ctx.dtype))
+    if len(target) == 3:
+        layers.append(keras.layers.Permute((2, 3, 1), dtype=ctx.dtype))
+        return KerasTwin(layers, IMAGE)
+    return KerasTwin(layers, PLAIN)
+
+
+def _reshape_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, channels_first: bool):
+    """A Keras ``Reshape`` at ``i``; ``channels_first``: a ``Permute((3, 1, 2))`` put the image in our
+    order before it. A 3-D result must be followed by ``Permute((2, 3, 1))`` (back to Keras' image
+    layout); returns the layers, the number of Keras layers used (from ``i``) and the layout."""
+    target = tuple(int(s) for s in klayers[i].target_shape)
+    follows = klayers[i + 1] if i + 1 < len(klayers) else None
+    if ctx.layout.kind == "flat" and not channels_first:
+        if len(target) != 1:
+            raise UnsupportedLayerError(f"{ctx.where}: Reshape of a flattened image (Keras' (H, W, C) order) into several "
+                                        "axes has no equivalent here")
+        return [Reshape(target)], 1, ctx.layout
+    if ctx.layout.kind == "image" and not channels_first:
+        raise UnsupportedLayerError(f"{ctx.where}: Reshape of an image reshapes Keras' (H, W, C) order; supported only "
+                                    "after Permute((3, 1, 2))")
+    if len(target) == 3:
+        if not (isinstance(follows, keras.layers.Permute) and tuple(follows.dims) == (2, 3, 1)):
+            raise UnsupportedLayerError(f"{ctx.where}: Reshape to 3 axes is supported only followed by Permute((2, 3, 1)) "
+                                        "(Keras' image layout afterwards)")
+        return [Reshape(target)], 2, IMAGE
+    return [Reshape(target)], 1, PLAIN
+
+
+FROM_KERAS.register(keras.layers.Reshape)(lambda klayers, i, ctx: _reshape_from_keras(klayers, i, ctx, False))
+
+
+@TO_KERAS.register(UpSampling2D)
+def _upsampling_to_keras(layer: UpSampling2D, ctx: KerasContext) -> KerasTwin:
+    _require_image(ctx, layer)
+    return KerasTwin([keras.layers.UpSampling2D(layer.size, interpolation=layer.interpolation, dtype=ctx.dtype)], IMAGE)
+
+
+@FROM_KERAS.register(keras.layers.UpSampling2D)
+def _upsampling_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    up = klayers[i]
+    _check_channels_last(up, ctx.where)
+    if up.interpolation not in ("nearest", "bilinear"):
+        raise UnsupportedLayerError(f"{ctx.where}: UpSampling2D(interpolation={up.interpolation!r}) is not supported "
+                                    "(only 'nearest' and 'bilinear')")
+    return [UpSampling2D(tuple(int(s) for s in up.size), interpolation=up.interpolation)], 1, IMAGE
+
+
+FROM_KERAS.register(keras.layers.ELU)(lambda klayers, i, ctx: ([ELU(alpha=float(klayers[i].alpha))], 1, ctx.layout))
+FROM_KERAS.register(keras.layers.Identity)(lambda klayers, i, ctx: ([Identity()], 1, ctx.layout))
+
+
+@FROM_KERAS.register(LogSoftmaxLayer)
+def _log_softmax_layer_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    ndim = len(ctx.keras_shape) + 1
+    k_axis = klayers[i].axis % ndim
+    if k_axis == 0:
+        raise UnsupportedLayerError(f"{ctx.where}: LogSoftmaxLayer over the batch axis has no equivalent")
+    return [LogSoftMax(axis=k_axis if ctx.layout.kind == "flat" else _our_axis(ctx.layout, k_axis))], 1, ctx.layout
+
+
+def _trailing(axes: list[int], ndim: int) -> bool:
+    return sorted(axes) == list(range(ndim - len(axes), ndim))
+
+
+@TO_KERAS.register(LayerNormalization)
+def _layer_norm_to_keras(layer: LayerNormalization, ctx: KerasContext) -> KerasTwin:
+    ndim = len(ctx.shape) + 1
+    if ctx.layout.kind == "flat":
+        k_axes = [1]
+    else:
+        k_axes = [_keras_axis(ctx.layout, a) for a in layer.axes]
+    if keras.backend.backend() == "torch" and not _trailing(k_axes, ndim):
+        # Keras 3 (3.15.1) hands any run of consecutive axes to F.layer_norm, which normalises
+        # the trailing ones: a wrong answer or a shape error for other axes on this backend.
+        raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: normalises Keras axes {sorted(k_axes)} of a "
+                                    f"{ndim}-D tensor, which Keras' LayerNormalization computes over the trailing axes "
+                                    "instead on the torch backend")
+    order = np.argsort(k_axes)  # Keras lays gamma out along its axes in increasing order
+    ln = keras.layers.LayerNormalization(axis=sorted(k_axes), epsilon=layer.eps, dtype=ctx.dtype)
+
+    def to_twin(p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=ctx.dtype)
+        return ctx.layout.to_twin(p[None])[0] if ctx.layout.kind == "flat" else np.ascontiguousarray(p.transpose(order))
+
+    def to_ours(p: np.ndarray) -> np.ndarray:
+        return ctx.layout.to_ours(p[None])[0] if ctx.layout.kind == "flat" else np.ascontiguousarray(p.transpose(np.argsort(order)))
+
+    def load() -> None:
+        ln.set_weights([to_twin(layer.gamma), to_twin(layer.beta)])
+
+    def read(get):
+        return {"gamma": to_ours(get(ln.gamma)), "beta": to_ours(get(ln.beta))}
+
+    return KerasTwin([ln], ctx.layout, read, load)
+
+
+@FROM_KERAS.register(keras.layers.LayerNormalization)
+def _layer_norm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    ln = klayers[i]
+    if not (ln.center and ln.scale) or getattr(ln, "rms_scaling", False):
+        raise UnsupportedLayerError(f"{ctx.where}: LayerNormalization needs center=True, scale=True and rms_scaling=False")
+    ndim = len(ctx.keras_shape) + 1
+    k_axes = sorted(a % ndim for a in ([ln.axis] if isinstance(ln.axis, int) else ln.axis))
+    gamma, beta = _weights(ln)
+    if ctx.layout.kind == "flat":
+        ours = [1]
+        gamma, beta = (ctx.layout.to_ours(p[None])[0] for p in (gamma, beta))
+    else:
+        ours = [_our_axis(ctx.layout, a) for a in k_axes]
+        back = np.argsort(np.argsort(ours))  # gamma's axes from Keras' order to ours (increasing our axes)
+        gamma, beta = (np.ascontiguousarray(p.transpose(back)) for p in (gamma, beta))
+    layer = LayerNormalization(axis=tuple(sorted(ours)), eps=float(ln.epsilon), gamma=gamma, beta=beta, dtype=gamma.dtype)
+    return [layer], 1, ctx.layout
+
+
+@TO_KERAS.register(GroupNormalization)
+def _group_norm_to_keras(layer: GroupNormalization, ctx: KerasContext) -> KerasTwin:
+    if ctx.layout.kind == "flat" and layer.groups not in (1, layer.num_channels):
+        raise UnsupportedLayerError(f"to_keras: {ctx.where} {layer!r}: the features of a flattened image are in Keras' "
+                                    "(H, W, C) order, so groups of consecutive features differ")
+    axis = -1 if ctx.layout.kind in ("image", "flat") or len(ctx.shape) == 1 else 1
+    gn = keras.layers.GroupNormalization(layer.groups, axis=axis, epsilon=layer.eps, dtype=ctx.dtype)
+    vector = ctx.layout if ctx.layout.kind == "flat" else PLAIN
+
+    def load() -> None:
+        gn.set_weights([vector.to_twin(np.asarray(p, dtype=ctx.dtype)[None])[0] for p in (layer.gamma, layer.beta)])
+
+    def read(get):
+        return {"gamma": vector.to_ours(get(gn.gamma)[None])[0], "beta": vector.to_ours(get(gn.beta)[None])[0]}
+
+    return KerasTwin([gn], ctx.layout, read, load)
+
+
+@FROM_KERAS.register(keras.layers.GroupNormalization)
+def _group_norm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    gn = klayers[i]
+    ndim = len(ctx.keras_shape) + 1
+    channel_axis = ndim - 1 if ctx.layout.kind in ("image", "flat") or ndim == 2 else 1
+    if gn.axis % ndim != channel_axis:
+        raise UnsupportedLayerError(f"{ctx.where}: GroupNormalization(axis={gn.axis}) is supported only over the channel axis")
+    if not (gn.center and gn.scale):
+        raise UnsupportedLayerError(f"{ctx.where}: GroupNormalization needs center=True and scale=True")
+    channels = ctx.keras_shape[channel_axis - 1]
+    if ctx.layout.kind == "flat" and gn.groups not in (1, channels):
+        raise UnsupportedLayerError(f"{ctx.where}: GroupNormalization(groups={gn.groups}) of a flattened image groups "
+                                    "features in Keras' (H, W, C) order, which has no equivalent here")
+    vector = ctx.layout if ctx.layout.kind == "flat" else PLAIN
+    gamma, beta = (vector.to_ours(w[None])[0] for w in _weights(gn))
+    layer = GroupNormalization(int(gn.groups), eps=float(gn.epsilon), input_dim=channels, gamma=gamma, beta=beta,
+                               dtype=gamma.dtype)
     return [layer], 1, ctx.layout
 
 

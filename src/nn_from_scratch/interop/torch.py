@@ -95,7 +95,7 @@ def _input_ranks(layers: list[Layer]) -> list[int | None]:
         if layer.output_shape is not None:
             rank = len(layer.output_shape)
         else:
-            rank = next((r for cls, r in OUTPUT_RANK.items() if isinstance(layer, cls)), rank)
+            rank = next((r(layer) if callable(r) else r for cls, r in OUTPUT_RANK.items() if isinstance(layer, cls)), rank)
     return ranks
 
 
@@ -417,7 +417,6 @@ FROM_TORCH.register(nn.ReLU)(_node_from_torch(lambda m: ReLU()))
 FROM_TORCH.register(nn.LeakyReLU)(_node_from_torch(lambda m: LeakyReLU(alpha=m.negative_slope)))
 FROM_TORCH.register(nn.Sigmoid)(_node_from_torch(lambda m: Sigmoid()))
 FROM_TORCH.register(nn.Tanh)(_node_from_torch(lambda m: Tanh()))
-FROM_TORCH.register(nn.Identity)(lambda modules, i: ([], 1))
 
 
 def _pool_geometry(pool: nn.Module, where: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -506,6 +505,165 @@ def _batchnorm_from_torch(modules: list[nn.Module], i: int):
     layer.running_var[...] = _array(bn.running_var)
     layer.num_batches_tracked[...] = int(bn.num_batches_tracked)
     return [layer], 1
+
+
+# -- layers of modern CNNs: activations, Reshape, UpSampling2D, layer and group normalisation ---
+from ..neurons import GroupNormalization, LayerNormalization  # noqa: E402
+from ..nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
+
+OUTPUT_RANK[UpSampling2D] = 3
+OUTPUT_RANK[Reshape] = lambda layer: len(layer.target_shape)  # type: ignore[assignment]
+
+TO_TORCH.register(GELU)(_simple(lambda layer: nn.GELU(approximate=layer.approximate)))
+TO_TORCH.register(SiLU)(_simple(lambda layer: nn.SiLU()))
+TO_TORCH.register(ELU)(_simple(lambda layer: nn.ELU(alpha=layer.alpha)))
+TO_TORCH.register(Softplus)(_simple(lambda layer: nn.Softplus(beta=layer.beta, threshold=layer.threshold)))
+TO_TORCH.register(LogSoftMax)(_simple(lambda layer: nn.LogSoftmax(dim=layer.axis)))
+TO_TORCH.register(Identity)(_simple(lambda layer: nn.Identity()))
+
+FROM_TORCH.register(nn.GELU)(_node_from_torch(lambda m: GELU(approximate=m.approximate)))
+FROM_TORCH.register(nn.SiLU)(_node_from_torch(lambda m: SiLU()))
+FROM_TORCH.register(nn.ELU)(_node_from_torch(lambda m: ELU(alpha=m.alpha)))
+FROM_TORCH.register(nn.Softplus)(_node_from_torch(lambda m: Softplus(beta=m.beta, threshold=m.threshold)))
+FROM_TORCH.register(nn.Identity)(_node_from_torch(lambda m: Identity()))
+
+
+@FROM_TORCH.register(nn.LogSoftmax)
+def _log_softmax_from_torch(modules: list[nn.Module], i: int):
+    dim = modules[i].dim
+    if dim is None or dim == 0:
+        raise UnsupportedLayerError(f"from_torch: module {i} (LogSoftmax(dim={dim})) is supported only with an explicit "
+                                    "per-sample dim (not None, not 0)")
+    return [LogSoftMax(axis=int(dim))], 1
+
+
+@TO_TORCH.register(Reshape)
+def _reshape_to_torch(layer: Reshape, ctx: TorchContext) -> TorchTwin:
+    # torch has no reshape module: flatten each sample (unless it is flat already), then unflatten.
+    target = tuple(layer.output_shape) if layer.output_shape is not None else layer.target_shape
+    modules: list[nn.Module] = [] if ctx.rank == 1 else [nn.Flatten()]
+    if len(target) > 1:
+        modules.append(nn.Unflatten(1, target))
+    return TorchTwin(modules or [nn.Flatten()])
+
+
+# Modules that keep a (batch, features) tensor flat, looked through to find what an Unflatten reads.
+_FLAT_PRESERVING = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Identity,
+                    nn.Dropout, nn.BatchNorm1d, nn.LayerNorm, nn.Softmax, nn.LogSoftmax)
+
+
+@FROM_TORCH.register(nn.Unflatten)
+def _unflatten_from_torch(modules: list[nn.Module], i: int):
+    """``nn.Unflatten(1, sizes)`` of a flat ``(batch, features)`` tensor is ``Reshape(sizes)``: the
+    tensor must come from a ``Flatten()`` or a ``Linear`` (through element-wise modules) or be the
+    model's input. On a ``(batch, C, L)`` input it would split ``C`` only, which ``Reshape`` of the
+    whole sample is not, so that is refused."""
+    unflatten = modules[i]
+    where = f"from_torch: module {i} ({unflatten!r})"
+    if unflatten.dim != 1:
+        raise UnsupportedLayerError(f"{where}: supported only as Unflatten(1, sizes)")
+    j = i - 1
+    while j >= 0 and isinstance(modules[j], _FLAT_PRESERVING):
+        j -= 1
+    source = modules[j] if j >= 0 else None
+    flat = source is None or isinstance(source, nn.Linear) or (
+        isinstance(source, nn.Flatten) and source.start_dim == 1 and source.end_dim == -1)
+    if not flat:
+        raise UnsupportedLayerError(f"{where}: supported only on a flat (batch, features) tensor, after Flatten() or "
+                                    f"Linear, not after {type(source).__name__}")
+    return [Reshape(tuple(int(s) for s in unflatten.unflattened_size))], 1
+
+
+@TO_TORCH.register(UpSampling2D)
+def _upsampling_to_torch(layer: UpSampling2D, ctx: TorchContext) -> TorchTwin:
+    scale = (float(layer.size[0]), float(layer.size[1]))
+    if layer.interpolation == "nearest":
+        return TorchTwin([nn.Upsample(scale_factor=scale, mode="nearest")])
+    return TorchTwin([nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False)])
+
+
+@FROM_TORCH.register(nn.Upsample)
+def _upsample_from_torch(modules: list[nn.Module], i: int):
+    up = modules[i]
+    where = f"from_torch: module {i} ({up!r})"
+    if up.size is not None or up.scale_factor is None:
+        raise UnsupportedLayerError(f"{where}: supported only with scale_factor (integers), not an output size")
+    factors = up.scale_factor if isinstance(up.scale_factor, tuple) else (up.scale_factor,) * 2
+    if len(factors) != 2 or any(float(f) != int(f) or f < 1 for f in factors):
+        raise UnsupportedLayerError(f"{where}: supported only with integer scale factors >= 1 on (N, C, H, W)")
+    if up.mode not in ("nearest", "bilinear") or (up.mode == "bilinear" and up.align_corners):
+        raise UnsupportedLayerError(f"{where}: supported only with mode='nearest' or mode='bilinear', align_corners=False")
+    return [UpSampling2D((int(factors[0]), int(factors[1])), interpolation=up.mode)], 1
+
+
+class LayerNormOverAxes(nn.Module):
+    """``nn.LayerNorm`` over any set of per-sample axes (batch = 0), not only the trailing ones:
+    the axes are moved to the end, normalised, and moved back. ``weight``/``bias`` have the sizes
+    of those axes in increasing order (our ``LayerNormalization(axis=...)`` layout)."""
+
+    def __init__(self, axes: tuple[int, ...], shape: tuple[int, ...], eps: float, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.axes, self.eps = tuple(int(a) for a in axes), float(eps)
+        self.weight = nn.Parameter(torch.ones(shape, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(shape, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = list(range(x.ndim - len(self.axes), x.ndim))
+        moved = x.movedim(self.axes, last)
+        return F.layer_norm(moved, tuple(self.weight.shape), self.weight, self.bias, self.eps).movedim(last, self.axes)
+
+    def extra_repr(self) -> str:
+        return f"axes={self.axes}, shape={tuple(self.weight.shape)}, eps={self.eps}"
+
+
+@TO_TORCH.register(LayerNormalization)
+def _layer_norm_to_torch(layer: LayerNormalization, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.axes, ctx.where)
+    rank = len(layer.input_shape)
+    shape = tuple(layer.gamma.shape)
+    dtype = torch_dtype(layer.gamma.dtype)
+    if layer.axes == tuple(range(rank - len(shape) + 1, rank + 1)):  # the trailing axes: torch's own module
+        module: nn.Module = nn.LayerNorm(shape, eps=layer.eps, elementwise_affine=True, bias=True, dtype=dtype)
+    else:
+        module = LayerNormOverAxes(layer.axes, shape, layer.eps, dtype)
+    _assign(module.weight, layer.gamma)
+    _assign(module.bias, layer.beta)
+    return TorchTwin([module], lambda get: {"gamma": get(module.weight), "beta": get(module.bias)})
+
+
+@FROM_TORCH.register(nn.LayerNorm)
+def _layer_norm_from_torch(modules: list[nn.Module], i: int):
+    ln = modules[i]
+    if not ln.elementwise_affine or ln.bias is None:
+        raise UnsupportedLayerError(f"from_torch: module {i} ({ln!r}) needs elementwise_affine=True and bias=True")
+    gamma = _array(ln.weight)
+    return [LayerNormalization(tuple(ln.normalized_shape), eps=ln.eps, gamma=gamma, beta=_array(ln.bias), dtype=gamma.dtype)], 1
+
+
+@FROM_TORCH.register(LayerNormOverAxes)
+def _layer_norm_axes_from_torch(modules: list[nn.Module], i: int):
+    ln = modules[i]
+    gamma = _array(ln.weight)
+    return [LayerNormalization(axis=ln.axes, eps=ln.eps, gamma=gamma, beta=_array(ln.bias), dtype=gamma.dtype)], 1
+
+
+@TO_TORCH.register(GroupNormalization)
+def _group_norm_to_torch(layer: GroupNormalization, ctx: TorchContext) -> TorchTwin:
+    _needs(layer, layer.gamma, ctx.where)
+    gn = nn.GroupNorm(layer.groups, layer.num_channels, eps=layer.eps, affine=True, dtype=torch_dtype(layer.gamma.dtype))
+    _assign(gn.weight, layer.gamma)
+    _assign(gn.bias, layer.beta)
+    return TorchTwin([gn], lambda get: {"gamma": get(gn.weight), "beta": get(gn.bias)})
+
+
+@FROM_TORCH.register(nn.GroupNorm)
+def _group_norm_from_torch(modules: list[nn.Module], i: int):
+    gn = modules[i]
+    if not gn.affine:
+        raise UnsupportedLayerError(f"from_torch: module {i} ({gn!r}) needs affine=True")
+    gamma = _array(gn.weight)
+    return [GroupNormalization(gn.num_groups, eps=gn.eps, input_dim=gn.num_channels, gamma=gamma, beta=_array(gn.bias),
+                               dtype=gamma.dtype)], 1
 
 
 # -- losses -----------------------------------------------------------------------------------
