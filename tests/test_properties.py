@@ -521,7 +521,13 @@ def test_a_damaged_idx_header_is_reported_or_describes_the_bytes(array, data):
         got = read_bytes_as_idx(bytes(content), gzipped=False)
     except DatasetFileError:
         return
-    assert got.nbytes == len(content) - (4 + 4 * got.ndim)
+    # The array is what the (new) header says, read from the payload's bytes -- decoded here
+    # from the raw bytes, not by the reader: type code, dims, then big-endian values.
+    ndim = content[3]
+    assert got.ndim == ndim
+    assert got.shape == struct.unpack(f">{ndim}I", bytes(content[4 : 4 + 4 * ndim]))
+    assert got.dtype.newbyteorder("=") == {code: dtype for dtype, code in IDX_CODES.items()}[content[2]].newbyteorder("=")
+    assert got.astype(got.dtype.newbyteorder(">")).tobytes() == bytes(content[4 + 4 * ndim :])
 
 
 # -- serialization ------------------------------------------------------------------------------
