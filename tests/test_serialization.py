@@ -26,6 +26,7 @@ from nn_from_scratch.nodes import (  # noqa: E402
 )
 from nn_from_scratch.optimizers import Adam, AdamW, GradientDescent, RMSProp  # noqa: E402
 from nn_from_scratch.neurons import GroupNormalization, LayerNormalization  # noqa: E402
+from nn_from_scratch.neurons import TransposedConvolution  # noqa: E402
 from nn_from_scratch.nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
 
 
@@ -38,6 +39,8 @@ def every_layer_model(seed: int = 0, optimizer=None, dtype=np.float32) -> Sequen
         LeakyReLU(0.1),
         UpSampling2D(2, interpolation="bilinear"),
         MaxPooling(2),
+        Convolution(kernel_size=3, output_layers=8, padding=1, groups=4, dtype=dtype),  # depthwise, 2 per channel
+        TransposedConvolution(kernel_size=3, output_layers=4, padding=2, dilation=2, output_padding=1, groups=2, dtype=dtype),
         Convolution(kernel_size=(2, 3), output_layers=3, stride=(1, 2), padding=(1, 0, 1, 1), use_bias=False, dtype=dtype),
         Tanh(),
         GELU(approximate="tanh"),
