@@ -33,6 +33,30 @@ class Loss(ABC):
     def __call__(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
         return self.forward(y_pred, y_true)
 
+    def per_sample(self) -> np.ndarray:
+        """``l_n`` for each sample of the last ``forward``: the loss is ``mean_n l_n``."""
+        return self._per_sample
+
+    def weighted_forward(self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: Any) -> np.floating:
+        """``L = sum_n w_n l_n / N``: Keras' ``sum_over_batch_size`` reduction of weighted samples.
+
+        ``sample_weight`` is ``(N,)``, finite and ``>= 0``. Call :meth:`weighted_backward` after it.
+        """
+        value = self.forward(y_pred, y_true)
+        per_sample = self.per_sample()
+        w = np.asarray(sample_weight, dtype=per_sample.dtype)
+        if w.shape != per_sample.shape:
+            raise ValueError(f"{self.name}: expected sample weights of shape {per_sample.shape}, got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"{self.name}: sample weights must be finite and >= 0")
+        self._sample_weight = w
+        return type(value)(np.sum(w * per_sample) / len(w))
+
+    def weighted_backward(self) -> np.ndarray:
+        """``dL/dy_pred`` of :meth:`weighted_forward`: each sample's row of the gradient times ``w_n``."""
+        grad = self.backward()
+        return grad * self._sample_weight.reshape((-1,) + (1,) * (grad.ndim - 1))
+
     def get_config(self) -> dict[str, Any]:
         return {}
 
@@ -69,10 +93,10 @@ def one_hot_targets(y_true: Any, shape: tuple[int, int], dtype: np.dtype, who: s
     y_true = np.asarray(y_true)
     if y_true.shape == shape:
         return y_true.astype(dtype, copy=False)
+    n, k = shape
     raise ValueError(f"{who}: expected labels of shape ({n},) or one-hot ({n}, {k}), got {y_true.shape}")
 
 
-    n, k = shape
 class SoftMaxLoss(Loss):
     """Softmax cross-entropy on logits, fused; the value and gradient of ``torch.nn.functional.cross_entropy``.
 
@@ -119,9 +143,11 @@ class SoftMaxLoss(Loss):
             if labels is not None:
                 target = np.zeros(z.shape, dtype=z.dtype)
                 target[np.arange(n), labels] = 1
-                loss = -log_softmax[np.arange(n), labels].sum() / n
+                per_sample = -log_softmax[np.arange(n), labels]
+                loss = per_sample.sum() / n
                 if a:
                     loss = (1 - a) * loss + a * (-log_softmax.sum() / (n * k))
+                    per_sample = (1 - a) * per_sample + a * (-log_softmax.sum(axis=1) / k)
                     target = target * (1 - a) + a / k
                 self._target_sum = None  # every row sums to one
             else:
@@ -129,7 +155,9 @@ class SoftMaxLoss(Loss):
                 if a:
                     target = target * (1 - a) + a / k
                 loss = -np.sum(target * log_softmax) / n
+                per_sample = -np.sum(target * log_softmax, axis=1)
                 self._target_sum = target.sum(axis=1, keepdims=True)
+        self._per_sample = per_sample
         self._target = target
         return z.dtype.type(loss)
 
@@ -150,7 +178,9 @@ class MSELoss(Loss):
         if t.shape != y.shape:
             raise ValueError(f"{self.name}: expected targets of shape {y.shape}, got {t.shape}")
         self._diff = y - t
-        return np.mean(self._diff * self._diff)
+        squared = self._diff * self._diff
+        self._per_sample = squared.reshape(len(y), -1).mean(axis=1) if y.ndim else squared
+        return np.mean(squared)
 
     def backward(self) -> np.ndarray:
         return 2 * self._diff / self._diff.size
@@ -185,6 +215,7 @@ class BinaryCrossEntropy(Loss):
         # sigmoid from the same exp: 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0.
         self._sigmoid = np.where(z >= 0, 1, exp_neg_abs) / (1 + exp_neg_abs)
         self._target = t
+        self._per_sample = losses.reshape(len(z), -1).mean(axis=1) if z.ndim else losses
         return np.mean(losses)
 
     def backward(self) -> np.ndarray:

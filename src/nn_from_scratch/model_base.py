@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import distributed as distributed_training
 from . import initializers, serialization, training
 from .interfaces import Layer, Neuron, Optimizer, Shape
 from .losses import Loss
@@ -99,18 +100,24 @@ class BaseModel:
         """One forward, backward and optimizer step on a batch; returns the batch loss."""
         return training.train_step(self, x, y)
 
-    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks: Iterable[Any] = (),
-            verbose: int = 1, distributed: Any = None) -> Any:
-        """Train in mini-batches; returns a ``History``. See :func:`nn_from_scratch.training.fit`
-        (``distributed=True``: data-parallel over MPI ranks, :mod:`nn_from_scratch.distributed`)."""
+            verbose: int = 1, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            sample_weight: Any = None, class_weight: Any = None, distributed: Any = None) -> Any:
+        """Train in mini-batches on arrays or an iterable of batches; returns a ``History``.
+        See :func:`nn_from_scratch.training.fit` (``distributed=True``: data-parallel over MPI
+        ranks, :mod:`nn_from_scratch.distributed`)."""
         return training.fit(self, x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
                             validation_split=validation_split, shuffle=shuffle, callbacks=callbacks, verbose=verbose,
-                            distributed=distributed)
+                            initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                            sample_weight=sample_weight, class_weight=class_weight,
+                            strategy=distributed_training.get_strategy(distributed))
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 32, verbose: int = 0, return_dict: bool = False) -> Any:
-        """Loss and accuracy in inference mode. See :func:`nn_from_scratch.training.evaluate`."""
-        return training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, return_dict=return_dict)
+    def evaluate(self, x: Any, y: Any = None, batch_size: int = 32, verbose: int = 0, return_dict: bool = False,
+                 sample_weight: Any = None, steps: int | None = None) -> Any:
+        """Loss and metrics in inference mode. See :func:`nn_from_scratch.training.evaluate`."""
+        return training.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, return_dict=return_dict,
+                                 sample_weight=sample_weight, steps=steps)
 
     def predict(self, x: Any, batch_size: int | None = 32, verbose: int = 0) -> np.ndarray:
         """Outputs in inference mode. See :func:`nn_from_scratch.training.predict`."""

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .callbacks import CallbackList, History, TerminateOnNaN
+from .data import ArrayBatches, IterableBatches, sample_weights
 from .errors import TrainingDivergedError
 from .interfaces import TrainableModel
 from . import metrics as metrics_module
@@ -60,16 +61,22 @@ def model_metrics(model: TrainableModel) -> list[metrics_module.Metric]:
     return [metrics_module.get(spec, model.loss, model.output_shape) for spec in specs]
 
 
-def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray,
+                sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Forward in training mode; when the loss is finite, backward and one optimizer step.
 
     Returns the batch loss and the model's output. A NaN/inf loss leaves the weights untouched.
+    With ``sample_weight`` the loss is ``sum_n w_n l_n / N`` (Keras' ``sum_over_batch_size``).
     """
     model.zero_grad()
     output = model.forward(x, training=True)
-    loss = float(model.loss.forward(output, y))
+    if sample_weight is None:
+        loss = float(model.loss.forward(output, y))
+    else:
+        loss = float(model.loss.weighted_forward(output, y, sample_weight))
     if math.isfinite(loss):
-        model.backward(model.loss.backward(), need_input_grad=False)
+        model.backward(model.loss.backward() if sample_weight is None else model.loss.weighted_backward(),
+                       need_input_grad=False)
         model.optimizer.step(model.layers)
     model.zero_grad()
     return loss, output
@@ -92,99 +99,125 @@ def train_step(model: TrainableModel, x: Any, y: Any) -> float:
     return loss
 
 
+def _is_arrays(x: Any, y: Any) -> bool:
+    """Arrays (with targets) rather than an iterable of batches."""
+    return y is not None or isinstance(x, np.ndarray)
+
+
+def batch_source(model: TrainableModel, x: Any, y: Any, batch_size: int, shuffle: bool, sample_weight: Any,
+                 class_weight: Any, steps_per_epoch: int | None, who: str) -> ArrayBatches | IterableBatches:
+    """Where a pass's batches come from: in-memory arrays, or an iterable of ``(x, y[, w])`` batches."""
+    if _is_arrays(x, y):
+        if y is None:
+            raise ValueError(f"{type(model).__name__}.{who}: y is required with array inputs")
+        x, y = check_xy(model, x, y, who)
+        weights = sample_weights(y, sample_weight, class_weight, f"{type(model).__name__}.{who}")
+        return ArrayBatches(x, y, batch_size, shuffle, weights)
+    if sample_weight is not None or class_weight is not None:
+        raise ValueError(f"{type(model).__name__}.{who}: with batches from an iterable, put the sample weights in "
+                         "each batch as (x, y, sample_weight)")
+    return IterableBatches(x, steps_per_epoch, f"{type(model).__name__}.{who}")
+
+
 def _validation_split(
-    model: TrainableModel, x: np.ndarray, y: np.ndarray, validation_data: Any, validation_split: float
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    model: TrainableModel, x: Any, y: Any, validation_data: Any, validation_split: float
+) -> tuple[Any, Any, Any]:
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"{type(model).__name__}.fit: validation_split must be in [0, 1), got {validation_split}")
     if validation_data is None and validation_split > 0:
+        if not _is_arrays(x, y):
+            raise ValueError(f"{type(model).__name__}.fit: validation_split needs arrays; pass validation_data= with an iterable")
+        x, y = check_xy(model, x, y, "fit")
         # Keras holds out the *last* samples, before shuffling, and rounds the training part up.
         split_at = int(math.ceil(len(x) * (1.0 - validation_split)))
         validation_data = (x[split_at:], y[split_at:])
         x, y = x[:split_at], y[:split_at]
-    if validation_data is not None:
-        if len(validation_data) != 2:
+    if validation_data is not None and isinstance(validation_data, (tuple, list)):
+        if len(validation_data) not in (2, 3):
             raise ValueError(f"{type(model).__name__}.fit: validation_data must be a pair (x_val, y_val)")
-        validation_data = check_xy(model, *validation_data, "fit (validation_data)")
-        if len(validation_data[0]) == 0:
-            validation_data = None
+        checked = check_xy(model, *validation_data[:2], "fit (validation_data)")
+        validation_data = None if len(checked[0]) == 0 else (*checked, *validation_data[2:])
     return x, y, validation_data
 
 
 def fit(
     model: TrainableModel,
     x: Any,
-    y: Any,
+    y: Any = None,
     epochs: int = 1,
     batch_size: int = 32,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: Any = None,
     validation_split: float = 0.0,
     shuffle: bool = True,
     callbacks: Iterable[Any] = (),
     verbose: int = 1,
-    distributed: Any = None,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
+    strategy: Any = None,
 ) -> History:
-    """Train ``model`` for ``epochs`` passes over ``(x, y)`` in mini-batches; returns a ``History``.
+    """Train ``model`` for ``epochs`` passes over the data in mini-batches; returns a ``History``.
 
-    * ``y``: integer classes ``(N,)`` or one-hot ``(N, K)`` (or whatever the loss takes).
+    * ``x``, ``y``: arrays (``y`` integer classes ``(N,)``, one-hot ``(N, K)`` or whatever the loss
+      takes), or ``x`` alone as an iterable of ``(x, y)`` / ``(x, y, sample_weight)`` batches: a
+      generator, a list, a :class:`~nn_from_scratch.data.Dataset`.
     * ``shuffle``: a fresh order every epoch, drawn from the model's generator. The data is
       never copied whole: each batch is gathered by index and cast to the model's dtype.
       The last batch may be smaller than ``batch_size`` (as in Keras).
+    * ``steps_per_epoch``: batches per epoch from an iterable (see :class:`~nn_from_scratch.data.IterableBatches`).
+    * ``initial_epoch``: the epoch to start at (to continue a run); epochs ``initial_epoch .. epochs - 1`` run.
+    * ``sample_weight`` ``(N,)`` and ``class_weight`` ``{class: weight}``: each sample's loss is
+      weighted by their product and the batch loss is ``sum_n w_n l_n / N``, as Keras does.
     * ``validation_split``: the *last* fraction of ``x``/``y`` (taken before shuffling, as
-      in Keras) is held out; ``validation_data=(x_val, y_val)`` takes precedence.
-    * ``history.history`` maps ``loss``, ``accuracy`` (and ``val_loss``, ``val_accuracy``)
-      to one value per epoch; ``loss`` and ``accuracy`` are means over the epoch's batches
+      in Keras) is held out; ``validation_data=(x_val, y_val)`` (or an iterable of batches) takes precedence.
+    * ``history.history`` maps ``loss``, each metric (and ``val_loss``, ``val_<metric>``)
+      to one value per epoch; ``loss`` and the metrics are means over the epoch's batches
       in training mode, as Keras reports them.
     * ``callbacks``: :class:`~nn_from_scratch.callbacks.Callback` objects.
       :class:`~nn_from_scratch.callbacks.TerminateOnNaN` is always on: a NaN/inf loss raises
       :class:`TrainingDivergedError` (weights as before that batch) unless you pass
       ``TerminateOnNaN(raise_error=False)``, which stops quietly as Keras does.
-    * ``verbose``: 0 silent, 1 a progress bar per epoch with the running loss and accuracy,
+    * ``verbose``: 0 silent, 1 a progress bar per epoch with the running loss and metrics,
       2 one line per epoch.
-    * ``distributed``: ``True`` or a :class:`~nn_from_scratch.distributed.DataParallel` trains
-      data-parallel over the ranks of an MPI job (run the script under ``mpiexec``): the same
-      global batches as one process, sharded over the ranks, one gradient allreduce per step,
-      synchronised batch norm, global logs, progress and file-writing callbacks on rank 0.
+    * ``strategy``: data-parallel training, e.g. :class:`nn_from_scratch.distributed.DataParallel`;
+      an object with the hooks ``setup``, ``teardown``, ``callbacks``, ``verbose``,
+      ``epoch_order`` and ``train_batch`` (the loop knows no more of it).
     """
     _require(model, "fit")
-    x, y = check_xy(model, x, y, "fit")
-    epochs, batch_size = int(epochs), int(batch_size)
-    if epochs < 0 or batch_size < 1:
-        raise ValueError(f"{type(model).__name__}.fit: epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    epochs, batch_size, initial_epoch = int(epochs), int(batch_size), int(initial_epoch)
+    if epochs < 0 or batch_size < 1 or initial_epoch < 0:
+        raise ValueError(f"{type(model).__name__}.fit: epochs and initial_epoch must be >= 0 and batch_size >= 1, "
+                         f"got {epochs}, {initial_epoch} and {batch_size}")
     x, y, validation_data = _validation_split(model, x, y, validation_data, validation_split)
-    n = len(x)
-    if n == 0:
-        raise ValueError(f"{type(model).__name__}.fit: no training samples")
-    model.ensure_built(x[:1])
-    strategy = None
-    if distributed is not None and distributed is not False:
-        from .distributed import get_strategy
-
-        strategy = get_strategy(distributed)
-        verbose = strategy.verbose(verbose)
+    source = batch_source(model, x, y, batch_size, shuffle, sample_weight, class_weight, steps_per_epoch, "fit")
+    if isinstance(source, ArrayBatches):
+        if source.samples == 0:
+            raise ValueError(f"{type(model).__name__}.fit: no training samples")
+        model.ensure_built(source.x[:1])
+    elif strategy is not None:
+        raise ValueError(f"{type(model).__name__}.fit: distributed training takes arrays x, y (each rank shards the global batches)")
 
     history = History()
-    user = list(callbacks) if strategy is None else strategy.callbacks(list(callbacks))
+    user = list(callbacks)
+    if strategy is not None:
+        strategy.setup(model)
+        user, verbose = strategy.callbacks(user), strategy.verbose(verbose)
     defaults = [] if any(isinstance(c, TerminateOnNaN) for c in user) else [TerminateOnNaN()]
     cbs = CallbackList(defaults + user + [history], model=model)  # History last, as Keras: it sees what others log
-    steps = (n + batch_size - 1) // batch_size
-    cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n, "verbose": verbose})
+    cbs.set_params({"epochs": epochs, "steps": source.steps, "batch_size": batch_size, "samples": source.samples,
+                    "verbose": verbose})
     model.history = history
     model.stop_training = False
     metrics = model_metrics(model)
-    if strategy is not None:
-        strategy.setup(model)
     try:
         cbs.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
-            order = model.rng.permutation(n) if shuffle else None
-            if strategy is not None:
-                order = strategy.epoch_order(order)
-            epoch_logs = _run_epoch(model, x, y, order, batch_size, steps, metrics, cbs, epoch, epochs, verbose,
-                                    validation_data, strategy)
+            epoch_logs = _run_epoch(model, source, metrics, cbs, epoch, epochs, verbose, validation_data, batch_size,
+                                    strategy)
             cbs.on_epoch_end(epoch, epoch_logs)
-            if model.stop_training:
+            if model.stop_training or getattr(source, "exhausted", False):
                 break
         cbs.on_train_end()
     except TrainingDivergedError as error:
@@ -198,17 +231,14 @@ def fit(
 
 def _run_epoch(
     model: TrainableModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    order: np.ndarray | None,
-    batch_size: int,
-    steps: int,
+    source: ArrayBatches | IterableBatches,
     metrics: list,
     cbs: CallbackList,
     epoch: int,
     epochs: int,
     verbose: int,
-    validation_data: tuple[np.ndarray, np.ndarray] | None,
+    validation_data: Any,
+    batch_size: int,
     strategy: Any = None,
 ) -> dict[str, float]:
     """One pass over the training data; returns the epoch's logs (with validation, if any)."""
@@ -216,25 +246,25 @@ def _run_epoch(
         metric.reset()
     loss_sum, seen = 0.0, 0
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
+    bar = tqdm(total=source.steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", disable=verbose != 1,
                leave=True, file=sys.stdout)
     try:
-        for step in range(steps):
-            window = slice(step * batch_size, (step + 1) * batch_size)
-            index = order[window] if order is not None else window
-            if strategy is not None:  # this rank's shard; global loss and metrics
-                cbs.on_batch_begin(step)
-                loss, n_batch = strategy.train_batch(model, x, y, index, metrics)
-                loss_sum += loss * n_batch
-                seen += n_batch
+        batches = source.epoch(model.rng, strategy.epoch_order) if strategy is not None else source.epoch(model.rng)
+        for step, (xb, yb, wb) in enumerate(batches):
+            cbs.on_batch_begin(step)
+            if strategy is not None:
+                if wb is not None:
+                    raise ValueError(f"{type(model).__name__}.fit: sample weights are not supported in distributed training")
+                # The strategy trains this rank's shard of the global batch and updates the metrics.
+                loss, size = strategy.train_batch(model, source.x, source.y, source.last_index, metrics)
             else:
-                xb, yb = cast_batch(model, x[index]), y[index]
-                cbs.on_batch_begin(step)
-                loss, output = train_batch(model, xb, yb)
-                loss_sum += loss * len(xb)
-                seen += len(xb)
+                model.ensure_built(xb[:1])
+                loss, output = train_batch(model, cast_batch(model, xb), yb, wb)
+                size = len(xb)
                 for metric in metrics:
                     metric.update(output, yb)
+            loss_sum += loss * size
+            seen += size
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
             if verbose == 1:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
@@ -244,13 +274,19 @@ def _run_epoch(
             cbs.on_batch_end(step, logs)
             if not math.isfinite(loss) and not model.stop_training:
                 raise TrainingDivergedError(
-                    f"{type(model).__name__}.fit: the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; training stopped."
+                    f"{type(model).__name__}.fit: the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; "
+                    "training stopped."
                 )
             if model.stop_training:
                 break
         epoch_logs = {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in metrics}}
         if validation_data is not None:
-            val = evaluate(model, *validation_data, batch_size=batch_size, return_dict=True)
+            if isinstance(validation_data, (tuple, list)):
+                x_val, y_val, *w_val = validation_data
+                val = evaluate(model, x_val, y_val, batch_size=batch_size, return_dict=True,
+                               sample_weight=w_val[0] if w_val else None)
+            else:
+                val = evaluate(model, validation_data, batch_size=batch_size, return_dict=True)
             epoch_logs.update({f"val_{k}": v for k, v in val.items()})
         if verbose == 1:
             bar.set_postfix({k: f"{v:.4f}" for k, v in epoch_logs.items()}, refresh=True)
@@ -263,34 +299,41 @@ def _run_epoch(
 
 
 def evaluate(
-    model: TrainableModel, x: Any, y: Any, batch_size: int = 32, verbose: int = 0, return_dict: bool = False
+    model: TrainableModel, x: Any, y: Any = None, batch_size: int = 32, verbose: int = 0, return_dict: bool = False,
+    sample_weight: Any = None, steps: int | None = None,
 ) -> Any:
-    """Loss and accuracy over all of ``(x, y)``, in inference mode.
+    """Loss and metrics over all of the data, in inference mode.
 
-    Returns ``(loss, accuracy)`` as ``loss, acc = model.evaluate(x, y)`` expects (Keras
-    returns ``[loss, accuracy]`` for a model compiled with the accuracy metric); a model
-    without accuracy (a single regression output) returns the loss alone, as Keras does.
+    ``x``, ``y`` are arrays, or ``x`` alone an iterable of ``(x, y[, sample_weight])`` batches
+    (``steps`` of them, or all). Returns ``(loss, accuracy)`` as ``loss, acc = model.evaluate(x, y)``
+    expects (Keras returns ``[loss, accuracy]`` for a model compiled with the accuracy metric);
+    a model without metrics (a single regression output) returns the loss alone, as Keras does.
     ``return_dict=True`` gives ``{"loss": ..., "accuracy": ...}``. Both are exact means over
-    the samples, whatever the batch size.
+    the samples, whatever the batch size; with sample weights the loss is ``sum w_n l_n / N``.
     """
     _require(model, "evaluate", optimizer=False)
-    x, y = check_xy(model, x, y, "evaluate")
-    if len(x) == 0:
-        raise ValueError(f"{type(model).__name__}.evaluate: no samples")
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"{type(model).__name__}.evaluate: batch_size must be >= 1, got {batch_size}")
-    model.ensure_built(x[:1])
+    source = batch_source(model, x, y, batch_size, False, sample_weight, None, steps, "evaluate")
+    if isinstance(source, ArrayBatches):
+        if source.samples == 0:
+            raise ValueError(f"{type(model).__name__}.evaluate: no samples")
+        model.ensure_built(source.x[:1])
     metrics = model_metrics(model)
-    loss_sum = 0.0
-    for start in tqdm(range(0, len(x), batch_size), disable=verbose != 1, desc="evaluate", unit="batch",
-                      file=sys.stdout):
-        xb, yb = cast_batch(model, x[start : start + batch_size]), y[start : start + batch_size]
-        output = model.forward(xb, training=False)
-        loss_sum += float(model.loss.forward(output, yb)) * len(xb)
+    loss_sum, seen = 0.0, 0
+    for xb, yb, wb in tqdm(source.epoch(model.rng), total=source.steps, disable=verbose != 1, desc="evaluate",
+                           unit="batch", file=sys.stdout):
+        model.ensure_built(xb[:1])
+        output = model.forward(cast_batch(model, xb), training=False)
+        value = model.loss.forward(output, yb) if wb is None else model.loss.weighted_forward(output, yb, wb)
+        loss_sum += float(value) * len(xb)
+        seen += len(xb)
         for metric in metrics:
             metric.update(output, yb)
-    result = {"loss": loss_sum / len(x), **{m.name: m.result() for m in metrics}}
+    if seen == 0:
+        raise ValueError(f"{type(model).__name__}.evaluate: no samples")
+    result = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
     if return_dict:
         return result
     return (result["loss"], *(m.result() for m in metrics)) if metrics else result["loss"]
