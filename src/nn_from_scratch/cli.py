@@ -8,7 +8,13 @@ and prints the test accuracy. Each model has its own defaults (``zoo.RECIPES``):
 * ``--model seed`` (the default): the seed notebook's CNN and settings -- plain SGD, learning
   rate 0.1, batch 50, 1 epoch, inputs ``x / 255``;
 * ``--model lenet``: LeNet-5 with batch norm, Adam at 4e-3 with a per-batch cosine decay to 0,
-  batch 64, 3 epochs, inputs ``x / 255``.
+  batch 64, 3 epochs, inputs ``x / 255``;
+* ``--model resnet`` / ``--model mobilenet`` (:func:`zoo.resnet`, :func:`zoo.mobilenet`):
+  SGD with Nesterov momentum and weight decay, a warm-up then cosine decay, label smoothing,
+  random 2-pixel crops and horizontal flips (:class:`~nn_from_scratch.augment.RandomCropFlip`),
+  on Fashion-MNIST by default.
+
+``--dataset mnist|fashion_mnist`` picks the data (default: the model's recipe).
 
 Any of ``--epochs``, ``--batch-size``, ``--lr``, ``--preprocessing`` overrides the recipe.
 """
@@ -23,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 from . import zoo
+from .augment import RandomCropFlip
 from .callbacks import CosineDecay
 from .losses import SoftMaxLoss
 from .model import Sequential
@@ -45,6 +52,22 @@ def accuracy(model: Sequential, x: np.ndarray, labels: np.ndarray, batch_size: i
     return float(np.mean(predicted == labels))
 
 
+DATASETS = ("mnist", "fashion_mnist")
+
+
+def load_dataset(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``(x_train, y_train), (x_test, y_test)`` of ``"mnist"`` or ``"fashion_mnist"`` (uint8 images)."""
+    if name == "mnist":
+        from .datasets import mnist
+
+        return mnist.load_data()
+    if name == "fashion_mnist":
+        from .datasets import fashion_mnist
+
+        return fashion_mnist.load_data()
+    raise ValueError(f"train: unknown dataset {name!r}; choose one of {list(DATASETS)}")
+
+
 def train(
     model: str = "seed",
     epochs: int | None = None,
@@ -54,12 +77,11 @@ def train(
     train_size: int | None = None,
     preprocessing: str | None = None,
     progress: bool = True,
+    dataset: str | None = None,
 ) -> TrainResult:
-    """Train ``zoo.MODELS[model]`` on MNIST (the first ``train_size`` images, default all) and
-    measure its accuracy on the 10,000 test images. Arguments left as None take the model's
-    recipe (``zoo.RECIPES``)."""
-    from .datasets import mnist
-
+    """Train ``zoo.MODELS[model]`` on ``dataset`` (``"mnist"`` or ``"fashion_mnist"``; the first
+    ``train_size`` images, default all) and measure its accuracy on the 10,000 test images.
+    Arguments left as None take the model's recipe (``zoo.RECIPES``)."""
     if model not in zoo.MODELS:
         raise ValueError(f"train: unknown model {model!r}; choose one of {sorted(zoo.MODELS)}")
     recipe = zoo.RECIPES.get(model, zoo.RECIPES["seed"])
@@ -67,18 +89,25 @@ def train(
     batch_size = recipe.batch_size if batch_size is None else batch_size
     lr = recipe.lr if lr is None else lr
     preprocessing = recipe.preprocessing if preprocessing is None else preprocessing
-    (x_train, y_train), (x_test, y_test) = mnist.load_data()
+    (x_train, y_train), (x_test, y_test) = load_dataset(recipe.dataset if dataset is None else dataset)
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
     x_train = zoo.preprocess_images(x_train, preprocessing)
     x_test = zoo.preprocess_images(x_test, preprocessing)
 
     net = zoo.MODELS[model](seed=seed)
-    net.loss = SoftMaxLoss()
-    net.optimizer = Adam(lr) if recipe.optimizer == "adam" else GradientDescent(lr)
+    net.loss = SoftMaxLoss(label_smoothing=recipe.label_smoothing)
+    net.optimizer = Adam(lr) if recipe.optimizer == "adam" else GradientDescent(
+        lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
     callbacks = []
     if recipe.schedule == "cosine":
-        callbacks.append(CosineDecay(decay_steps=epochs * -(-len(x_train) // batch_size), unit="batch"))
+        steps_per_epoch = -(-len(x_train) // batch_size)
+        warmup = min(recipe.warmup_epochs, epochs - 1) * steps_per_epoch if epochs > 1 else 0
+        callbacks.append(CosineDecay(decay_steps=epochs * steps_per_epoch - warmup, unit="batch", warmup_steps=warmup))
+    if recipe.crop_padding or recipe.flip:
+        augment = RandomCropFlip(x_train, padding=recipe.crop_padding, flip=recipe.flip)
+        x_train = augment.images
+        callbacks.append(augment)
     start = time.perf_counter()
     history = net.fit(x_train, y_train.astype(np.intp), epochs=epochs, batch_size=batch_size, shuffle=True,
                       callbacks=callbacks, verbose=1 if progress else 0)
@@ -91,13 +120,15 @@ def train(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nn_from_scratch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("train", help="train a model on MNIST and print its test accuracy")
+    p = commands.add_parser("train", help="train a model on MNIST or Fashion-MNIST and print its test accuracy")
     p.add_argument("--model", choices=sorted(zoo.MODELS), default="seed", help="which model (default: seed, the notebook's CNN)")
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe (seed 1, lenet 3)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe (seed 50, lenet 64)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: seed 0.1 with SGD, lenet 4e-3 with Adam and cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="mnist or fashion_mnist (default: the model's recipe; resnet and mobilenet: fashion_mnist)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     p.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default=None,
                    help="standardize: (x - 33.318) / 78.567; scale: x / 255 (default: scale)")
@@ -110,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lr is not None and args.lr <= 0:
         parser.error("--lr must be positive")
     result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
-                   args.preprocessing, progress=not args.no_progress)
+                   args.preprocessing, progress=not args.no_progress, dataset=args.dataset)
     print(f"trained {args.model} for {len(result.epoch_losses)} epoch(s) in {result.train_seconds:.1f} s "
           f"({result.images_per_second:.0f} images/s); last epoch loss {result.epoch_losses[-1]:.4f}")
     print(f"test accuracy: {result.test_accuracy:.4f}")
