@@ -22,10 +22,12 @@ Any of ``--epochs``, ``--batch-size``, ``--lr``, ``--preprocessing`` overrides t
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
 from . import zoo
@@ -117,34 +119,97 @@ def train(
                        n_seen / seconds if seconds else 0.0)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, with a bad value reported in one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, finite and at least ``low``, else a one-line error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (kind is float and low == 0 and value == 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1, "a positive integer")
+non_negative_int = _number(int, 0, "an integer >= 0")
+positive_float = _number(float, 0, "a positive finite number")
+
+
+def _export(model_path: str, onnx_path: str, opset: int | None) -> int:
+    """``export MODEL.safetensors --onnx OUT.onnx``: load the model, write it as ONNX."""
+    from .interop import onnx as onnx_interop
+    from .serialization import load_model
+
+    model = load_model(model_path)
+    onnx_interop.to_onnx(model, onnx_path, opset=opset if opset is not None else onnx_interop.DEFAULT_OPSET)
+    _print(f"wrote {onnx_path} (ONNX opset {opset if opset is not None else onnx_interop.DEFAULT_OPSET})")
+    return 0
+
+
+class _OutputError(Exception):
+    """stdout could not be written (a full disk, a closed pipe)."""
+
+
+def _print(text: str) -> None:
+    """``print``, flushed at once, so that an unwritable stdout (a full disk, a closed pipe) is
+    met here, where it can be reported in one line, rather than at interpreter exit."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except OSError as error:
+        raise _OutputError(error.strerror or str(error)) from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nn_from_scratch", description=__doc__.split("\n\n")[0])
+    """The ``python -m nn_from_scratch`` command. Returns the exit status: 0, 2 for a bad
+    argument (one line on stderr), 1 when the output cannot be written (one line on stderr)."""
+    try:
+        return _main(argv)
+    except _OutputError as error:
+        print(f"python -m nn_from_scratch: cannot write the output: {error}", file=sys.stderr)
+        # Point stdout at /dev/null, so the interpreter's last flush of the unwritten text does
+        # not fail again with a traceback.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = _OneLineErrors(prog="python -m nn_from_scratch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("train", help="train a model on MNIST or Fashion-MNIST and print its test accuracy")
     p.add_argument("--model", choices=sorted(zoo.MODELS), default="seed", help="which model (default: seed, the notebook's CNN)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe (seed 1, lenet 3)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe (seed 50, lenet 64)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the model's recipe (seed 1, lenet 3)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: the model's recipe (seed 50, lenet 64)")
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="learning rate (default: seed 0.1 with SGD, lenet 4e-3 with Adam and cosine decay)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the initial weights and the shuffling")
     p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="mnist or fashion_mnist (default: the model's recipe; resnet and mobilenet: fashion_mnist)")
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--train-size", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default=None,
                    help="standardize: (x - 33.318) / 78.567; scale: x / 255 (default: scale)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.lr is not None and args.lr <= 0:
-        parser.error("--lr must be positive")
+    args = parser.parse_args(argv)  # the types above refuse bad values: one line, exit status 2
     result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
                    args.preprocessing, progress=not args.no_progress, dataset=args.dataset)
-    print(f"trained {args.model} for {len(result.epoch_losses)} epoch(s) in {result.train_seconds:.1f} s "
-          f"({result.images_per_second:.0f} images/s); last epoch loss {result.epoch_losses[-1]:.4f}")
-    print(f"test accuracy: {result.test_accuracy:.4f}")
+    _print(f"trained {args.model} for {len(result.epoch_losses)} epoch(s) in {result.train_seconds:.1f} s "
+           f"({result.images_per_second:.0f} images/s); last epoch loss {result.epoch_losses[-1]:.4f}")
+    _print(f"test accuracy: {result.test_accuracy:.4f}")
     return 0
 
 
