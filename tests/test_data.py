@@ -159,3 +159,25 @@ def test_evaluate_takes_batches_and_weights():
     assert weighted == pytest.approx(4.0 * sum(p[0] for p in per) / len(x), rel=1e-12)
     with pytest.raises(TypeError, match="each batch must be a tuple"):
         model.evaluate([x[:5]])
+
+
+def test_a_loss_that_explodes_in_the_first_steps_warns_naming_the_learning_rate():
+    x, y = data(64)
+    model = Sequential([Linear(4, 3, dtype=np.float64)], loss=SoftMaxLoss(), optimizer=GradientDescent(500.0), seed=0)
+    with pytest.warns(RuntimeWarning, match="grew from .* learning rate 500.0 is probably too high"):
+        model.fit(x * 10, y, epochs=1, batch_size=4, verbose=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mlp().fit(x, y, epochs=1, batch_size=4, verbose=0)  # a sane rate: no warning
+
+
+def test_shape_mistakes_get_a_hint():
+    from nn_from_scratch.neurons import Convolution
+
+    model = Sequential([Convolution(kernel_size=3, output_layers=2)], input_shape=(3, 8, 8))
+    with pytest.raises(ValueError, match=r"single sample without its batch axis\? Pass x\[None\]"):
+        model.predict(np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match=r"channels-last .* x.transpose\(0, 3, 1, 2\)"):
+        model.predict(np.zeros((5, 8, 8, 3)))

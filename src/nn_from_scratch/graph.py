@@ -28,7 +28,7 @@ import numpy as np
 
 from . import serialization
 from .errors import GraphError
-from .interfaces import Layer, Optimizer, Shape
+from .interfaces import Layer, Optimizer, Shape, shape_hint
 from .losses import Loss
 from .model_base import BaseModel, shape_text
 from .symbolic import GraphNode, Input, SymbolicTensor
@@ -156,6 +156,7 @@ class Model(BaseModel):
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"{self.name}: expected input of shape (batch, {', '.join(map(str, self.input_shape))}), got {x.shape}"
+                f"{shape_hint(self.input_shape, x.shape)}"
             )
 
     # -- passes ---------------------------------------------------------------------------

@@ -61,6 +61,18 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None, what: str = "
     return shape
 
 
+def shape_hint(expected: Shape, got: tuple[int, ...]) -> str:
+    """A hint for the two common shape mistakes, or ``""``: a sample without its batch axis, and
+    a channels-last image batch where this library expects channels first ``(N, C, H, W)``."""
+    expected, got = tuple(expected), tuple(got)
+    if got == expected:
+        return " -- a single sample without its batch axis? Pass x[None] (a batch of one)"
+    if len(expected) == 3 and len(got) == 4 and got[1:] == (expected[1], expected[2], expected[0]):
+        return (" -- a channels-last (N, H, W, C) batch? This library is channels-first (N, C, H, W): "
+                "pass x.transpose(0, 3, 1, 2)")
+    return ""
+
+
 def as_float(x: np.ndarray) -> np.ndarray:
     """``x`` itself when it is floating point, else ``x`` as float64 (integer images, masks)."""
     return x if x.dtype.kind == "f" else x.astype(np.float64)
@@ -137,7 +149,7 @@ class Layer(ABC):
         elif self.fixed_input_shape and (x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1):
             raise ValueError(
                 f"{self.name}: expected input of shape (batch, {', '.join(map(str, self.input_shape))}), "
-                f"got {x.shape}"
+                f"got {x.shape}{shape_hint(self.input_shape, x.shape)}"
             )
         return x
 

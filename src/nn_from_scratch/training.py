@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -215,7 +216,7 @@ def fit(
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             epoch_logs = _run_epoch(model, source, metrics, cbs, epoch, epochs, verbose, validation_data, batch_size,
-                                    strategy)
+                                    strategy, watch=epoch == initial_epoch)
             cbs.on_epoch_end(epoch, epoch_logs)
             if model.stop_training or getattr(source, "exhausted", False):
                 break
@@ -229,6 +230,27 @@ def fit(
     return history
 
 
+#: The guard-rail of :func:`_warn_if_exploding`: this many first steps of a fit are watched ...
+EXPLOSION_WINDOW = 20
+#: ... for a loss this many times the first one.
+EXPLOSION_FACTOR = 100.0
+
+
+def _warn_if_exploding(model: TrainableModel, first_loss: float, loss: float, step: int) -> bool:
+    """Warn (once) when the loss grows by orders of magnitude in the first steps of training:
+    the usual sign of a learning rate that is too high. Returns True when it warned."""
+    if step >= EXPLOSION_WINDOW or not (first_loss > 0 and math.isfinite(loss) and loss > EXPLOSION_FACTOR * first_loss):
+        return False
+    lr = getattr(model.optimizer, "lr", None)
+    warnings.warn(
+        f"{type(model).__name__}.fit: the loss grew from {first_loss:.4g} to {loss:.4g} in the first {step + 1} steps; "
+        f"the learning rate {lr} is probably too high (try one 10x smaller)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return True
+
+
 def _run_epoch(
     model: TrainableModel,
     source: ArrayBatches | IterableBatches,
@@ -240,6 +262,7 @@ def _run_epoch(
     validation_data: Any,
     batch_size: int,
     strategy: Any = None,
+    watch: bool = False,
 ) -> dict[str, float]:
     """One pass over the training data; returns the epoch's logs (with validation, if any)."""
     for metric in metrics:
@@ -265,6 +288,11 @@ def _run_epoch(
                     metric.update(output, yb)
             loss_sum += loss * size
             seen += size
+            if watch and math.isfinite(loss):
+                if step == 0:
+                    first_loss = loss
+                elif _warn_if_exploding(model, first_loss, loss, step):
+                    watch = False
             logs = {"loss": loss_sum / seen, **{m.name: m.result() for m in metrics}}
             if verbose == 1:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
