@@ -44,10 +44,23 @@ class BatchNormalization(Neuron):
     channel gives ``x^ = 0`` and a finite running variance. torch's float32 result there depends
     on the shape (0 with an infinite running variance, or ``-inf``); this is a deliberate
     difference.
+
+    Synchronised batch norm (data-parallel training, :mod:`nn_from_scratch.distributed`): while
+    ``sync`` is set, the training-mode statistics are those of the *global* batch spread over
+    all ranks. ``sync.allreduce(a)`` sums a per-channel array over the ranks and
+    ``sync.batch_size`` is the global batch size, so ``m`` counts the values of the global
+    batch. The forward reduces ``sum(x)`` (giving ``mu``) and then ``sum((x - mu)^2)`` (two
+    passes, as one process computes them, rather than the cancellation-prone ``sum(x^2)``);
+    the backward reduces the two per-channel sums ``sum(dy)`` and ``sum(dy * x^)`` that
+    ``dL/dx`` needs, while ``dL/dgamma`` and ``dL/dbeta`` keep this rank's part (the gradient
+    allreduce adds the ranks). The overflow fallback above is not used there.
     """
 
     parameter_names = ("gamma", "beta")
     cache_attrs = ("_cache",)
+    #: Set by :class:`nn_from_scratch.distributed.DataParallel` during a data-parallel ``fit``:
+    #: an object with ``allreduce(array) -> array`` (sum over ranks) and ``batch_size`` (global).
+    sync: Any = None
 
     def __init__(
         self,
@@ -153,6 +166,8 @@ class BatchNormalization(Neuron):
                 raise ValueError(
                     f"{self.name}: training needs more than one value per channel, got input of shape {x.shape}"
                 )
+            if self.sync is not None:
+                return self._forward_synced(x, axes, channel)
             with np.errstate(over="ignore", invalid="ignore"):
                 mean = x.mean(axis=axes)
                 centred = x - mean.reshape(channel)
@@ -167,7 +182,23 @@ class BatchNormalization(Neuron):
         else:
             inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
             x_hat = (x - self.running_mean.reshape(channel)) * inv_std.reshape(channel)
-        self._cache = (x_hat, inv_std, self.training)
+        self._cache = (x_hat, inv_std, self.training, None)
+        return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
+
+    def _forward_synced(self, x: np.ndarray, axes: tuple[int, ...], channel: tuple[int, ...]) -> np.ndarray:
+        """Training forward with the statistics of the global batch (see the class docstring)."""
+        sync = self.sync
+        m = int(sync.batch_size) * (x.size // (x.shape[0] * self.num_features))
+        if m < 2:
+            raise ValueError(f"{self.name}: training needs more than one value per channel, got a global batch of "
+                             f"{sync.batch_size} samples of shape {x.shape[1:]}")
+        mean = sync.allreduce(x.sum(axis=axes)) / m
+        centred = x - mean.reshape(channel)
+        sq_sum = sync.allreduce((centred * centred).sum(axis=axes))
+        self._update_running_stats(mean, sq_sum / (m - 1))
+        inv_std = 1.0 / np.sqrt(sq_sum / m + self.eps)
+        x_hat = centred * inv_std.reshape(channel)
+        self._cache = (x_hat, inv_std, True, (sync, m))
         return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
 
     def _normalise_huge(self, x: np.ndarray, axes: tuple[int, ...], channel: tuple[int, ...], m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +228,7 @@ class BatchNormalization(Neuron):
         self.running_var[...] = f * unbiased_var + (1.0 - f) * self.running_var
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
-        x_hat, inv_std, training = self._require_cache("_cache")
+        x_hat, inv_std, training, synced = self._require_cache("_cache")
         dL_dy = self.check_output_grad(dL_dy, x_hat.shape[0], self.dtype)
         axes = (0,) + tuple(range(2, x_hat.ndim))
         channel = (1, -1) + (1,) * (x_hat.ndim - 2)
@@ -209,6 +240,10 @@ class BatchNormalization(Neuron):
         if not training:
             return dL_dy * scale.reshape(channel)
         m = dL_dy.size // self.num_features
+        if synced is not None:  # the global batch's sums (this rank's part stays in the gradients)
+            sync, m = synced
+            both = sync.allreduce(np.concatenate([d_beta, d_gamma]))
+            d_beta, d_gamma = both[: self.num_features], both[self.num_features :]
         dx = m * dL_dy
         dx -= d_beta.reshape(channel)
         dx -= x_hat * d_gamma.reshape(channel)
