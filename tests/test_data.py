@@ -181,3 +181,13 @@ def test_shape_mistakes_get_a_hint():
         model.predict(np.zeros((3, 8, 8)))
     with pytest.raises(ValueError, match=r"channels-last .* x.transpose\(0, 3, 1, 2\)"):
         model.predict(np.zeros((5, 8, 8, 3)))
+
+
+def test_float16_is_refused_with_the_reason():
+    from nn_from_scratch.neurons import Convolution
+
+    with pytest.raises(TypeError, match="float16 is not supported.*eps underflows"):
+        Linear(4, 3, dtype=np.float16)
+    with pytest.raises(TypeError, match="float16"):
+        Convolution(kernel_size=3, output_layers=2, dtype="float16")
+    assert np.float16(1e-8) == 0  # the reason, checked

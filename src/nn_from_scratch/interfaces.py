@@ -269,6 +269,13 @@ class Neuron(Layer):
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"{self.name}: dtype must be a floating type, got {self.dtype}")
+        if self.dtype.itemsize < 4:
+            # Refused rather than half-supported: Adam's eps = 1e-8 is 0 in float16 (its smallest
+            # subnormal is 6e-8), so the first step divides by ~0, and gradients underflow besides.
+            raise TypeError(
+                f"{self.name}: dtype {self.dtype} is not supported: float16 training breaks (Adam's eps underflows to 0, "
+                "small gradients vanish); use float32 or float64"
+            )
         # True when the user passed the weights: a model's seeded re-initialisation skips them.
         self.user_weights = False
 
