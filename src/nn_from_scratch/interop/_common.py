@@ -59,6 +59,13 @@ def model_layers(model: Any) -> list[Layer]:
     return layers
 
 
+def is_graph_model(model: Any) -> bool:
+    """Whether ``model`` is a graph :class:`~nn_from_scratch.graph.Model` (layers joined by nodes, not a chain)."""
+    from ..graph import Model
+
+    return isinstance(model, Model)
+
+
 def model_loss(model: Any) -> Loss | None:
     """The loss attached to a ``Sequential`` (``.loss``) or a ``NeuralNetwork`` (``.loss_fn``)."""
     for name in ("loss", "loss_fn"):

@@ -41,7 +41,7 @@ from ..neurons import TransposedConvolution  # noqa: E402
 from ..kernels import resolve_padding  # noqa: E402
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid,  # noqa: E402
                      SoftMax, Tanh, Vectorization)
-from ._common import Registry, UnsupportedLayerError, layer_label, model_layers  # noqa: E402
+from ._common import Registry, UnsupportedLayerError, is_graph_model, layer_label, model_layers  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -146,6 +146,9 @@ class KerasContext:
     # Flatten images in our (C, H, W) order (Permute, then Flatten) instead of Keras' (H, W, C):
     # used when a flattened image reaches the model's output, which must then match ours.
     flatten_channels_first: bool = False
+    # Merge layers of a graph (Add, Concatenate...): the layout and shape of every input.
+    layouts: list[Layout] | None = None
+    shapes: list[tuple[int, ...]] | None = None
 
 
 TO_KERAS = Registry("to_keras")
@@ -210,7 +213,15 @@ def to_keras(model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any 
     The model must be built (or ``input_shape`` given, per sample, ours: ``(C, H, W)``).
     ``dtype`` (of every Keras layer) defaults to the dtype of the model's first weights, or
     float32 for a model without weights.
+
+    A graph :class:`~nn_from_scratch.graph.Model` becomes a functional ``keras.Model``: each node
+    a call of its layer's Keras twin (a layer used at several nodes is one Keras layer called at
+    each, so the weights stay shared), ``Add`` / ``Multiply`` / ``Concatenate`` as Keras' own
+    (``Concatenate(axis=1)`` over our channels is ``axis=-1`` in NHWC). Every tensor carries its
+    :class:`Layout`; the inputs of ``Add`` and ``Multiply`` must share theirs.
     """
+    if is_graph_model(model):
+        return _graph_to_keras(model, input_shape, dtype)
     twins, layout, shape = keras_twins(model, input_shape, dtype)
     dtype = _model_dtype(model_layers(model)) if dtype is None else np.dtype(dtype).name
     net = keras.Sequential([keras.Input(shape=layout.twin_shape(shape), dtype=dtype)]
@@ -491,6 +502,9 @@ class FromKerasContext:
     layout: Layout  # of the Keras layer's input
     keras_shape: tuple[int, ...]  # Keras per-sample input shape
     where: str
+    # Merge layers of a functional model: the layout and Keras shape of every input.
+    layouts: list[Layout] | None = None
+    keras_shapes: list[tuple[int, ...]] | None = None
 
 
 def from_keras(keras_model: Any, loss: Loss | None = None, optimizer: Any = None) -> Sequential:
@@ -498,7 +512,14 @@ def from_keras(keras_model: Any, loss: Loss | None = None, optimizer: Any = None
 
     Our model takes ``(N, C, H, W)`` where the Keras one takes ``(N, H, W, C)``. Activations given
     as ``activation=`` of a ``Conv2D`` / ``Dense`` become separate layers.
+
+    A functional ``keras.Model`` (one input, one output) becomes a graph
+    :class:`~nn_from_scratch.graph.Model`: its layer calls are walked back from the output, a
+    Keras layer called at several places becomes one layer of ours called at each (shared
+    weights), ``Add`` / ``Multiply`` / ``Concatenate`` become ours.
     """
+    if not isinstance(keras_model, keras.Sequential) and isinstance(keras_model, keras.Model):
+        return _graph_from_keras(keras_model, loss, optimizer)
     klayers = [k for k in keras_model.layers if not isinstance(k, keras.layers.InputLayer)]
     inputs = getattr(keras_model, "inputs", None)
     if not inputs:
@@ -783,6 +804,263 @@ def _batchnorm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
     return [layer], 1, ctx.layout
 
 
+# -- graph models -----------------------------------------------------------------------------
+from ..nodes import Add, Concatenate, Multiply  # noqa: E402
+
+
+def same_layout(a: Layout, b: Layout) -> bool:
+    """Whether two Keras tensors lay out our numbers the same way (``flat`` layouts: the same order)."""
+    return a.kind == b.kind and (a.kind != "flat" or np.array_equal(a.perm, b.perm))
+
+
+def _merge_layouts(layouts: list[Layout], where: str, what: str) -> Layout:
+    """The common layout of a merge layer's inputs, or an error: Add and Multiply combine
+    entries position by position, so the inputs must hold our numbers in the same places."""
+    first = layouts[0]
+    if not all(same_layout(first, other) for other in layouts[1:]):
+        raise UnsupportedLayerError(f"{where}: {what} of inputs laid out differently on the Keras side "
+                                    f"({', '.join(lay.kind for lay in layouts)}) is not supported")
+    return first
+
+
+def _concat_layout(layouts: list[Layout], sizes: list[int]) -> Layout:
+    """Joining vectors: ``flat(p_a)`` then ``flat(p_b)`` hold ``ours[:, concat(p_a, p_b + len(a))]``."""
+    if all(lay.kind == "plain" for lay in layouts):
+        return PLAIN
+    perms, offset = [], 0
+    for lay, size in zip(layouts, sizes):
+        perms.append((lay.perm if lay.kind == "flat" else np.arange(size)) + offset)
+        offset += size
+    return flat(np.concatenate(perms))
+
+
+def _merge_to_keras(keras_cls: Any) -> Callable[[Any, KerasContext], KerasTwin]:
+    def convert(layer: Any, ctx: KerasContext) -> KerasTwin:
+        layouts = ctx.layouts or [ctx.layout]
+        return KerasTwin([keras_cls(dtype=ctx.dtype)], _merge_layouts(layouts, f"to_keras: {ctx.where}", type(layer).__name__))
+
+    return convert
+
+
+TO_KERAS.register(Add)(_merge_to_keras(keras.layers.Add))
+TO_KERAS.register(Multiply)(_merge_to_keras(keras.layers.Multiply))
+
+# Our per-sample axis of a (C, H, W) image -> the Keras axis of an (N, H, W, C) batch, and back.
+_CHW_AXIS_TO_KERAS = {0: 3, 1: 1, 2: 2}
+_KERAS_AXIS_TO_CHW = {v: k for k, v in _CHW_AXIS_TO_KERAS.items()}
+
+
+@TO_KERAS.register(Concatenate)
+def _concat_to_keras(layer: Concatenate, ctx: KerasContext) -> KerasTwin:
+    layouts = ctx.layouts or [ctx.layout]
+    shapes = ctx.shapes or [ctx.shape]
+    axis = layer._sample_axis(len(shapes[0]))  # per sample: 0 is the channel axis of an image
+    kinds = {lay.kind for lay in layouts}
+    if kinds == {"image"}:
+        return KerasTwin([keras.layers.Concatenate(axis=_CHW_AXIS_TO_KERAS[axis], dtype=ctx.dtype)], IMAGE)
+    if len(shapes[0]) == 1 and kinds <= {"plain", "flat"}:
+        out = _concat_layout(layouts, [s[0] for s in shapes])
+        return KerasTwin([keras.layers.Concatenate(axis=1, dtype=ctx.dtype)], out)
+    if kinds == {"plain"}:
+        return KerasTwin([keras.layers.Concatenate(axis=axis + 1, dtype=ctx.dtype)], PLAIN)
+    raise UnsupportedLayerError(f"to_keras: {ctx.where}: Concatenate of inputs laid out as "
+                                f"{', '.join(lay.kind for lay in layouts)} on the Keras side is not supported")
+
+
+def _merge_from_keras(ours: Callable[[], Layer]) -> Callable[..., Any]:
+    def convert(klayers: list[Any], i: int, ctx: FromKerasContext):
+        layouts = ctx.layouts or [ctx.layout]
+        return [ours()], 1, _merge_layouts(layouts, ctx.where, type(klayers[i]).__name__)
+
+    return convert
+
+
+FROM_KERAS.register(keras.layers.Add)(_merge_from_keras(Add))
+FROM_KERAS.register(keras.layers.Multiply)(_merge_from_keras(Multiply))
+
+
+@FROM_KERAS.register(keras.layers.Concatenate)
+def _concat_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
+    layouts = ctx.layouts or [ctx.layout]
+    shapes = ctx.keras_shapes or [ctx.keras_shape]
+    ndim = len(shapes[0]) + 1
+    axis = int(klayers[i].axis) % ndim
+    kinds = {lay.kind for lay in layouts}
+    if kinds == {"image"} and axis in _KERAS_AXIS_TO_CHW:
+        return [Concatenate(axis=1 + _KERAS_AXIS_TO_CHW[axis])], 1, IMAGE
+    if ndim == 2 and kinds <= {"plain", "flat"}:
+        return [Concatenate(axis=1)], 1, _concat_layout(layouts, [s[0] for s in shapes])
+    if kinds == {"plain"} and axis > 0:
+        return [Concatenate(axis=axis)], 1, PLAIN
+    raise UnsupportedLayerError(f"{ctx.where}: Concatenate(axis={klayers[i].axis}) of inputs laid out as "
+                                f"{', '.join(lay.kind for lay in layouts)} is not supported")
+
+
+@dataclass
+class KerasGraphNode:
+    """The Keras side of one node of a graph model."""
+
+    twin: KerasTwin
+    in_layouts: list[Layout]
+    reused: bool = False  # the twin of an earlier node of the same (shared) layer
+
+
+def keras_graph_twins(model: Any, dtype: Any = None, per_node: bool = False) -> tuple[list[KerasGraphNode], Layout]:
+    """One :class:`KerasGraphNode` per node of a graph model, and the layout of its input.
+
+    A layer used at several nodes gets one twin, reused at each (its weights stay shared), unless
+    ``per_node`` (then every node has a twin of its own, e.g. to read each call's gradients).
+    """
+    dtype = _model_dtype(model.layers) if dtype is None else np.dtype(dtype).name
+    start = input_layout(model.input_shape)
+    layer_index = {id(layer): i for i, layer in enumerate(model.layers)}
+
+    def convert_all(flatten_channels_first: bool) -> tuple[list[KerasGraphNode], Layout]:
+        layouts = {model.inputs[0].id: start}
+        nodes: list[KerasGraphNode] = []
+        first_call: dict[int, KerasGraphNode] = {}
+        for j, node in enumerate(model.nodes):
+            layer = node.layer
+            ins = [layouts[t.id] for t in node.inputs]
+            where = f"node {j} ({layer.name}, layer {layer_index[id(layer)]})"
+            earlier = None if per_node else first_call.get(id(layer))
+            if earlier is not None:
+                if not all(same_layout(a, b) for a, b in zip(earlier.in_layouts, ins)):
+                    raise UnsupportedLayerError(
+                        f"to_keras: {where}: a shared layer whose inputs are laid out differently on the Keras side at "
+                        f"two calls ({', '.join(a.kind for a in earlier.in_layouts)} vs {', '.join(a.kind for a in ins)}) "
+                        "would need different Keras weights")
+                graph_node = KerasGraphNode(earlier.twin, ins, reused=True)
+            else:
+                shapes = [tuple(t.shape) for t in node.inputs]
+                ctx = KerasContext(ins[0], shapes[0], dtype, where, flatten_channels_first, layouts=ins, shapes=shapes)
+                graph_node = KerasGraphNode(TO_KERAS.lookup(layer, where=f"{where} ")(layer, ctx), ins)
+                first_call[id(layer)] = graph_node
+            nodes.append(graph_node)
+            layouts[node.output.id] = graph_node.twin.out_layout
+        return nodes, layouts[model.outputs[0].id]
+
+    nodes, out = convert_all(False)
+    if out.kind == "flat":  # the output would come out in Keras' order: flatten in ours instead
+        nodes, out = convert_all(True)
+    return nodes, start
+
+
+def build_keras_graph(model: Any, nodes: list[KerasGraphNode], start: Layout, dtype: str) -> "keras.Model":
+    """The functional Keras model of a graph model's twins (built, our weights loaded)."""
+    inp = keras.Input(shape=start.twin_shape(model.input_shape), dtype=dtype)
+    tensors = {model.inputs[0].id: inp}
+    for node, graph_node in zip(model.nodes, nodes):
+        args = [tensors[t.id] for t in node.inputs]
+        h = args if node.layer.n_inputs is None else args[0]
+        for klayer in graph_node.twin.layers:
+            h = klayer(h)
+        tensors[node.output.id] = h
+    net = keras.Model(inp, tensors[model.outputs[0].id])
+    for graph_node in nodes:
+        if not graph_node.reused:
+            graph_node.twin.load()
+    return net
+
+
+def _graph_to_keras(model: Any, input_shape: tuple[int, ...] | None, dtype: Any) -> "keras.Model":
+    if input_shape is not None and tuple(input_shape) != tuple(model.input_shape):
+        raise ValueError(f"to_keras: input_shape {tuple(input_shape)} does not match the graph's input {model.input_shape}")
+    dtype = _model_dtype(model.layers) if dtype is None else np.dtype(dtype).name
+    nodes, start = keras_graph_twins(model, dtype)
+    return build_keras_graph(model, nodes, start, dtype)
+
+
+def _keras_graph_nodes(keras_model: Any) -> list[Any]:
+    """The Keras nodes (layer calls) from the model's input to its output, each after its inputs."""
+    order: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(tensor: Any) -> None:
+        operation, node_index, _ = tensor._keras_history
+        if operation is None or isinstance(operation, keras.layers.InputLayer):
+            return
+        knode = operation._inbound_nodes[node_index]
+        if id(knode) in seen:
+            return
+        seen.add(id(knode))
+        for source in knode.input_tensors:
+            visit(source)
+        order.append(knode)
+
+    visit(keras_model.outputs[0])
+    return order
+
+
+def _graph_from_keras(keras_model: Any, loss: Loss | None, optimizer: Any) -> Any:
+    from ..graph import Input, Model
+
+    if len(keras_model.inputs) != 1 or len(keras_model.outputs) != 1:
+        raise UnsupportedLayerError(f"from_keras: one input and one output are supported, got {len(keras_model.inputs)} "
+                                    f"and {len(keras_model.outputs)}")
+    kin = keras_model.inputs[0]
+    keras_shape = tuple(int(s) for s in kin.shape[1:])
+    layout = IMAGE if len(keras_shape) == 3 else PLAIN
+    x = Input(shape=(keras_shape[-1], *keras_shape[:-1]) if layout.kind == "image" else keras_shape)
+    mapped: dict[int, tuple[Any, Layout]] = {id(kin): (x, layout)}
+    order = _keras_graph_nodes(keras_model)
+    consumers: dict[int, list[Any]] = {}
+    for knode in order:
+        for t in knode.input_tensors:
+            consumers.setdefault(id(t), []).append(knode)
+    calls: dict[int, int] = {}
+    for knode in order:
+        calls[id(knode.operation)] = calls.get(id(knode.operation), 0) + 1
+    output_id = id(keras_model.outputs[0])
+    # A shared Keras layer (or a shared pair folded into one of ours) -> our layers, its input
+    # layouts, its output layout and the Keras layers it covers.
+    converted: dict[int, tuple[list[Layer], list[Layout], Layout, list[int]]] = {}
+    done: set[int] = set()
+    for k, knode in enumerate(order):
+        if id(knode) in done:
+            continue
+        klayer = knode.operation
+        where = f"from_keras: node {k} ({klayer.name})"
+        sources = [mapped[id(t)] for t in knode.input_tensors]
+        ins = [layout for _, layout in sources]
+        # A converter may fold a layer into the next one (ZeroPadding2D + Conv2D): offer it the
+        # following calls while each is the only consumer of the one before and is called as
+        # often (a shared pair stays a pair at every call).
+        chain = [knode]
+        while len(chain) < 3:
+            out = chain[-1].output_tensors[0]
+            nxt = consumers.get(id(out), [])
+            if id(out) == output_id or len(nxt) != 1 or len(nxt[0].input_tensors) != 1 \
+                    or calls[id(nxt[0].operation)] != calls[id(klayer)]:
+                break
+            chain.append(nxt[0])
+        if id(klayer) in converted:  # a shared layer: the same layers of ours at every call
+            layers, first_ins, out_layout, covered = converted[id(klayer)]
+            if [id(c.operation) for c in chain[:len(covered)]] != covered:
+                raise UnsupportedLayerError(f"{where}: a shared layer followed by different layers at different calls "
+                                            "is not supported")
+            if not all(same_layout(a, b) for a, b in zip(first_ins, ins)):
+                raise UnsupportedLayerError(f"{where}: a shared layer called on inputs laid out differently is not supported")
+            chain = chain[:len(covered)]
+        else:
+            shapes = [tuple(int(s) for s in t.shape[1:]) for t in knode.input_tensors]
+            ctx = FromKerasContext(ins[0], shapes[0], where, layouts=ins, keras_shapes=shapes)
+            convert = FROM_KERAS.lookup(klayer, where=f"node {k} ")
+            layers, used, out_layout = convert([c.operation for c in chain], 0, ctx)
+            chain = chain[:used]
+            if calls[id(klayer)] > 1:
+                converted[id(klayer)] = (layers, ins, out_layout, [id(c.operation) for c in chain])
+        args = [tensor for tensor, _ in sources]
+        h = args if layers and layers[0].n_inputs is None else args[0]
+        for layer in layers:
+            h = layer(h)
+        for c in chain:
+            done.add(id(c))
+        mapped[id(chain[-1].output_tensors[0])] = (h, out_layout)
+    y, _ = mapped[output_id]
+    return Model(x, y, loss=loss, optimizer=optimizer)
+
+
 # -- layers of modern CNNs: activations, Reshape, UpSampling2D, layer and group normalisation ---
 from ..neurons import GroupNormalization, LayerNormalization  # noqa: E402
 from ..nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
@@ -892,6 +1170,10 @@ def _reshape_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext, chann
     if ctx.layout.kind == "image" and not channels_first:
         raise UnsupportedLayerError(f"{ctx.where}: Reshape of an image reshapes Keras' (H, W, C) order; supported only "
                                     "after Permute((3, 1, 2))")
+    if len(target) == 3 and target[0] * target[1] == 1 and ctx.layout.kind == "plain" and not channels_first:
+        # Keras' (1, 1, C) holds its C numbers in the order of our (C, 1, 1): an image at once
+        # (the gates of a squeeze-and-excitation block).
+        return [Reshape((target[2], 1, 1))], 1, IMAGE
     if len(target) == 3:
         if not (isinstance(follows, keras.layers.Permute) and tuple(follows.dims) == (2, 3, 1)):
             raise UnsupportedLayerError(f"{ctx.where}: Reshape to 3 axes is supported only followed by Permute((2, 3, 1)) "
@@ -1056,5 +1338,6 @@ def keras_targets(loss: Loss, y_true: Any, y_pred_shape: tuple[int, ...], out_la
     return out_layout.to_twin(y) if y.ndim == len(y_pred_shape) else y
 
 
-__all__ = ["FROM_KERAS", "IMAGE", "KERAS_LOSSES", "PLAIN", "TO_KERAS", "KerasTwin", "Layout", "float64_arithmetic", "UnsupportedLayerError",
+__all__ = ["FROM_KERAS", "IMAGE", "KERAS_LOSSES", "KerasGraphNode", "PLAIN", "TO_KERAS", "KerasTwin", "build_keras_graph",
+           "keras_graph_twins", "Layout", "float64_arithmetic", "UnsupportedLayerError",
            "from_keras", "keras_loss", "keras_targets", "keras_twins", "to_keras"]

@@ -29,7 +29,7 @@ from ..neurons import TransposedConvolution
 from ..kernels import resolve_padding
 from ..nodes import (AveragePooling, Dropout, GlobalAveragePooling, LeakyReLU, MaxPooling, ReLU, Sigmoid, SoftMax, Tanh,
                      Vectorization)
-from ._common import Registry, UnsupportedLayerError, layer_label, model_layers
+from ._common import Registry, UnsupportedLayerError, is_graph_model, layer_label, model_layers
 
 # ``read(get)`` returns the twin's parameters in OUR layouts, keyed by our parameter names;
 # ``get`` turns one torch parameter into an array (its value, or its gradient).
@@ -100,21 +100,27 @@ def _input_ranks(layers: list[Layer]) -> list[int | None]:
 
 
 def torch_twins(model: Any) -> list[TorchTwin]:
-    """One :class:`TorchTwin` per layer of ``model``, with our current weights."""
+    """One :class:`TorchTwin` per layer of ``model`` (of ``model.layers`` for a graph), with our current weights."""
     layers = model_layers(model)
     twins = []
-    for i, (layer, rank) in enumerate(zip(layers, _input_ranks(layers))):
+    ranks = graph_layer_ranks(model) if is_graph_model(model) else _input_ranks(layers)
+    for i, (layer, rank) in enumerate(zip(layers, ranks)):
         convert = TO_TORCH.lookup(layer, where=f"layer {i} ")
         twins.append(convert(layer, TorchContext(layer_label(i, layer), rank)))
     return twins
 
 
-def to_torch(model: Any) -> nn.Sequential:
+def to_torch(model: Any) -> nn.Module:
     """An equivalent ``torch.nn.Sequential`` holding copies of the model's weights.
 
     ``model`` is a ``Sequential``, the seed's ``NeuralNetwork`` or a list of layers. Parameters
     keep their dtype. Raises :class:`UnsupportedLayerError` for a layer without a converter.
+    A graph :class:`~nn_from_scratch.graph.Model` becomes a :class:`GraphModule`: one torch module
+    per layer (a layer used at two nodes is one module, so the weights stay shared) run in the
+    order of the model's nodes.
     """
+    if is_graph_model(model):
+        return _graph_to_torch(model)
     return nn.Sequential(*[m for twin in torch_twins(model) for m in twin.modules])
 
 
@@ -293,7 +299,13 @@ def from_torch(
 
     Weights are copied and keep their dtype. ``input_shape`` (per sample, NCHW) builds the model
     at once; otherwise shapes are inferred from the first batch.
+
+    Graphs: a plain ``nn.Module`` keeps its graph in Python code (its ``forward``), which there is
+    no way to read, so only the :class:`GraphModule` made by :func:`to_torch` from one of our graph
+    models converts back, to a graph ``Model`` (``input_shape`` is ignored: it is in the structure).
     """
+    if isinstance(module, GraphModule):
+        return _graph_from_torch(module, loss, optimizer)
     modules = _flat_modules(module)
     layers: list[Layer] = []
     i = 0
@@ -505,6 +517,121 @@ def _batchnorm_from_torch(modules: list[nn.Module], i: int):
     layer.running_var[...] = _array(bn.running_var)
     layer.num_batches_tracked[...] = int(bn.num_batches_tracked)
     return [layer], 1
+
+
+# -- graph models -----------------------------------------------------------------------------
+from ..nodes import Add, Concatenate, Multiply  # noqa: E402
+
+
+class TorchAdd(nn.Module):
+    """``xs[0] + xs[1] + ...`` on a list of tensors (our :class:`~nn_from_scratch.nodes.Add`), broadcasting as torch."""
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        return out
+
+
+class TorchMultiply(nn.Module):
+    """``xs[0] * xs[1] * ...`` on a list of tensors (our :class:`~nn_from_scratch.nodes.Multiply`)."""
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        out = xs[0] * xs[1]
+        for x in xs[2:]:
+            out = out * x
+        return out
+
+
+class TorchConcatenate(nn.Module):
+    """``torch.cat(xs, dim)`` (our :class:`~nn_from_scratch.nodes.Concatenate`; its ``axis`` counts the batch axis, as ``dim``)."""
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(xs), dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+TO_TORCH.register(Add)(_simple(lambda layer: TorchAdd()))
+TO_TORCH.register(Multiply)(_simple(lambda layer: TorchMultiply()))
+TO_TORCH.register(Concatenate)(_simple(lambda layer: TorchConcatenate(layer.axis)))
+FROM_TORCH.register(TorchAdd)(lambda modules, i: ([Add()], 1))
+FROM_TORCH.register(TorchMultiply)(lambda modules, i: ([Multiply()], 1))
+FROM_TORCH.register(TorchConcatenate)(lambda modules, i: ([Concatenate(axis=modules[i].dim)], 1))
+
+
+def graph_layer_ranks(model: Any) -> list[int]:
+    """The per-sample rank of the (first) input of each of ``model.layers`` in a graph model."""
+    ranks: dict[int, int] = {}
+    for node in model.nodes:
+        ranks.setdefault(id(node.layer), len(node.inputs[0].shape))
+    return [ranks[id(layer)] for layer in model.layers]
+
+
+def graph_node_twin(model: Any, j: int) -> TorchTwin:
+    """A fresh :class:`TorchTwin` for node ``j`` of a graph model (its own copy of the layer's weights)."""
+    node = model.nodes[j]
+    where = f"node {j} ({node.layer.name})"
+    return TO_TORCH.lookup(node.layer, where=f"{where} ")(node.layer, TorchContext(where, len(node.inputs[0].shape)))
+
+
+class GraphModule(nn.Module):
+    """The torch twin of a graph :class:`~nn_from_scratch.graph.Model`.
+
+    ``layer_modules[i]`` computes ``model.layers[i]`` (an ``nn.Sequential`` of its twin's modules,
+    e.g. ``ZeroPad2d`` then ``Conv2d``); ``structure`` is the model's :meth:`get_config`, whose nodes
+    say which layer runs on which earlier outputs. A layer used at several nodes is one module, called
+    at each of them, so its weights are shared and autograd sums their gradients -- as in our model.
+    ``twins[i]`` is the :class:`TorchTwin` of layer ``i`` (``read`` gives its weights in our layouts).
+    """
+
+    def __init__(self, twins: list[TorchTwin], structure: dict[str, Any], takes_list: list[bool]) -> None:
+        super().__init__()
+        self.layer_modules = nn.ModuleList([nn.Sequential(*twin.modules) for twin in twins])
+        self.structure = structure
+        self.takes_list = list(takes_list)
+        self.twins = twins
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: list[torch.Tensor] = []
+
+        def value(ref: list[Any]) -> torch.Tensor:
+            return x if ref[0] == "input" else values[ref[1]]
+
+        for entry in self.structure["nodes"]:
+            i = entry["layer"]
+            args = [value(r) for r in entry["inputs"]]
+            values.append(self.layer_modules[i](args if self.takes_list[i] else args[0]))
+        return value(self.structure["outputs"][0])
+
+
+def _graph_to_torch(model: Any) -> GraphModule:
+    return GraphModule(torch_twins(model), model.get_config(), [layer.n_inputs is None for layer in model.layers])
+
+
+def _graph_from_torch(module: GraphModule, loss: Loss | None, optimizer: Any) -> Any:
+    from ..graph import Model
+    from ..nodes import Identity
+
+    layers: list[Layer] = []
+    for i, sub in enumerate(module.layer_modules):
+        modules = _flat_modules(sub)
+        converted: list[Layer] = []
+        k = 0
+        while k < len(modules):
+            new_layers, used = FROM_TORCH.lookup(modules[k], where=f"layer module {i}, module {k} ")(modules, k)
+            converted.extend(new_layers)
+            k += used
+        if len(converted) > 1:
+            raise UnsupportedLayerError(f"from_torch: layer module {i} ({sub!r}) becomes {len(converted)} layers; "
+                                        "a graph node must be one layer")
+        layers.append(converted[0] if converted else Identity())
+    return Model.from_config(layers, module.structure, loss=loss, optimizer=optimizer)
 
 
 # -- layers of modern CNNs: activations, Reshape, UpSampling2D, layer and group normalisation ---
@@ -732,5 +859,5 @@ def _register_optimizers() -> None:
 _register_optimizers()
 
 
-__all__ = ["FROM_TORCH", "TORCH_LOSSES", "TORCH_OPTIMIZERS", "TO_TORCH", "TorchTwin", "UnsupportedLayerError", "from_torch",
+__all__ = ["FROM_TORCH", "GraphModule", "TORCH_LOSSES", "TORCH_OPTIMIZERS", "TO_TORCH", "TorchTwin", "UnsupportedLayerError", "from_torch",
            "to_torch", "torch_dtype", "torch_loss", "torch_optimizer", "torch_twins"]

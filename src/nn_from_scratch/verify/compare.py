@@ -61,7 +61,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..interfaces import Layer, Neuron
-from ..interop._common import layer_label, model_layers, model_loss
+from ..interop._common import is_graph_model, layer_label, model_layers, model_loss
 from ..losses import Loss
 
 DEFAULT_TOLERANCES: dict[np.dtype, float] = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
@@ -110,6 +110,8 @@ class LayerComparison:
     output: ErrorStat
     input_grad: ErrorStat | None
     param_grads: dict[str, ErrorStat] = field(default_factory=dict)
+    # A merge node of a graph model: dL/dx of each of its inputs (``input_grad`` is the worst of them).
+    input_grads: list[ErrorStat] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -177,7 +179,8 @@ class ComparisonReport:
         body = []
         for row in self.rows:
             params = ", ".join(f"{k} {cell(v)}" for k, v in row.param_grads.items()) or "-"
-            body.append([str(row.index), row.name, cell(row.output), cell(row.input_grad), params])
+            dx = ", ".join(cell(g) for g in row.input_grads) if row.input_grads else cell(row.input_grad)
+            body.append([str(row.index), row.name, cell(row.output), dx, params])
         widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [
@@ -424,6 +427,225 @@ def _keras_pass(layers: list[Layer], loss: Loss, feed: _Feed, y: Any, modes: lis
 _REFERENCES = {"torch": _torch_pass, "keras": _keras_pass}
 
 
+# -- graph models ----------------------------------------------------------------------------
+@dataclass
+class _GraphPass:
+    """One side's pass over a graph model, per node: its output, the gradient it sends to each of
+    its inputs (its own contribution, before the sums over consumers), the gradients of its
+    layer's parameters from this call alone; and the loss."""
+
+    outputs: list[np.ndarray]
+    input_grads: list[list[np.ndarray]]
+    param_grads: list[dict[str, np.ndarray]]
+    loss: float
+    loss_grad: np.ndarray
+    output_grads: list[np.ndarray] = field(default_factory=list)  # dL/dy of each node (ours only)
+
+
+def _our_graph_pass(model: Any, loss: Loss, x: np.ndarray, y: Any, modes: dict[int, bool]) -> _GraphPass:
+    """Our forward and backward over ``model.nodes``, as ``Model.forward`` / ``Model.backward`` run
+    them (each call's forward cache kept aside for its backward), recording every node."""
+    values: dict[int, Any] = {model.inputs[0].id: x}
+    contexts, outputs = [], []
+    for node in model.nodes:
+        layer = node.layer
+        layer.training = modes[id(layer)]
+        args = [values[t.id] for t in node.inputs]
+        out = layer.forward(args if layer.n_inputs is None else args[0])
+        contexts.append(layer.save_context())
+        values[node.output.id] = out
+        outputs.append(np.array(out, copy=True))
+    value = float(loss.forward(values[model.outputs[0].id], y))
+    loss_grad = np.array(loss.backward(), copy=True)
+    grads: dict[int, np.ndarray] = {model.outputs[0].id: loss_grad}
+    n = len(model.nodes)
+    input_grads: list[list[np.ndarray]] = [[] for _ in range(n)]
+    output_grads: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+    param_grads: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+    for j in reversed(range(n)):
+        node = model.nodes[j]
+        layer = node.layer
+        g = grads.pop(node.output.id, None)
+        g = np.zeros_like(outputs[j]) if g is None else g
+        output_grads[j] = np.array(g, copy=True)
+        layer.restore_context(contexts[j])
+        layer.zero_grad()  # this call's parameter gradients alone
+        result = layer.backward(np.array(g, copy=True))
+        parts = result if layer.n_inputs is None else [result]
+        input_grads[j] = [np.array(p, copy=True) for p in parts]
+        param_grads[j] = {k: np.array(v, copy=True) for k, v in layer.gradients().items()}
+        for tensor, part in zip(node.inputs, parts):
+            grads[tensor.id] = part if tensor.id not in grads else grads[tensor.id] + part
+    return _GraphPass(outputs, input_grads, param_grads, value, loss_grad, output_grads)
+
+
+def _graph_value(model: Any, ours: _GraphPass, x: np.ndarray, tensor: Any) -> np.ndarray:
+    """Our value of a symbolic tensor of the model: the input, or a node's output."""
+    if tensor.node is None:
+        return x
+    return ours.outputs[next(j for j, node in enumerate(model.nodes) if node is tensor.node)]
+
+
+def _torch_graph_pass(model: Any, loss: Loss, feed: _Feed, y: Any, modes: dict[int, bool]) -> _GraphPass:
+    """Each node runs a torch twin of its own (per-call parameter gradients). Local: on our inputs
+    of the node, backward from our dL/dy. End to end: on the twin's own values, from ``x``; each
+    node reads a clone of its inputs, so the gradient of each clone is that node's contribution."""
+    from ..interop import _backend
+
+    interop_torch = _backend("torch")
+    torch = interop_torch.torch
+    values: dict[int, Any] = {model.inputs[0].id: _leaf(torch, feed.x)}
+    twins, inputs, outputs = [], [], []
+    for j, node in enumerate(model.nodes):
+        layer = node.layer
+        twin = interop_torch.graph_node_twin(model, j)
+        twins.append(twin)
+        args = []
+        for t in node.inputs:
+            if feed.local:
+                h = _leaf(torch, _graph_value(model, feed.ours, feed.x, t))
+            else:
+                h = values[t.id].clone()
+                h.retain_grad()
+            args.append(h)
+        inputs.append(args)
+        h = args if layer.n_inputs is None else args[0]
+        for module in twin.modules:
+            module.train(modes[id(layer)])
+            h = module(h)
+        if not h.is_leaf:
+            h.retain_grad()
+        outputs.append(h)
+        values[node.output.id] = h
+        if feed.local:
+            h.backward(torch.from_numpy(np.array(feed.ours.output_grads[j], copy=True)).reshape(h.shape))
+    out = values[model.outputs[0].id]
+    if feed.local:
+        out = _leaf(torch, _graph_value(model, feed.ours, feed.x, model.outputs[0]))
+    value = interop_torch.torch_loss(loss, out, y)
+    value.backward()
+
+    def grad(t: Any) -> np.ndarray:
+        return np.zeros(tuple(t.shape), dtype=_np_dtype(t)) if t.grad is None else t.grad.detach().numpy().copy()
+
+    return _GraphPass(
+        outputs=[o.detach().numpy().copy() for o in outputs],
+        input_grads=[[grad(t) for t in args] for args in inputs],
+        param_grads=[twin.read(grad) for twin in twins],
+        loss=float(value.detach()),
+        loss_grad=grad(out),
+    )
+
+
+def _keras_graph_pass(model: Any, loss: Loss, feed: _Feed, y: Any, modes: dict[int, bool]) -> _GraphPass:
+    """As :func:`_torch_graph_pass`, with a Keras twin per node (on Keras' torch backend)."""
+    from ..interop import _backend
+
+    kinterop = _backend("keras")
+    keras = kinterop.keras
+    if keras.backend.backend() != "torch":
+        raise RuntimeError(
+            f"compare(reference='keras') runs Keras on its torch backend; this Keras uses {keras.backend.backend()!r}. "
+            "Set KERAS_BACKEND=torch before keras is first imported."
+        )
+    import torch
+
+    x = feed.x
+    dtype = np.dtype(x.dtype).name
+    gnodes, start = kinterop.keras_graph_twins(model, dtype, per_node=True)
+    kinterop.build_keras_graph(model, gnodes, start, dtype)  # builds every Keras layer, loads our weights
+    layouts = {model.inputs[0].id: start}
+    with kinterop.float64_arithmetic():
+        values: dict[int, Any] = {model.inputs[0].id: _leaf(torch, start.to_twin(x))}
+        inputs, outputs = [], []
+        for j, (node, gnode) in enumerate(zip(model.nodes, gnodes)):
+            layer = node.layer
+            args = []
+            for t in node.inputs:
+                if feed.local:
+                    h = _leaf(torch, layouts[t.id].to_twin(_graph_value(model, feed.ours, x, t)))
+                else:
+                    h = values[t.id].clone()
+                    h.retain_grad()
+                args.append(h)
+            inputs.append(args)
+            h = args if layer.n_inputs is None else args[0]
+            for klayer in gnode.twin.layers:
+                h = klayer(h, training=modes[id(layer)])
+            if not h.is_leaf:
+                h.retain_grad()
+            outputs.append(h)
+            values[node.output.id] = h
+            layouts[node.output.id] = gnode.twin.out_layout
+            if feed.local:
+                with _keras_conv_backward_guard():
+                    h.backward(torch.from_numpy(gnode.twin.out_layout.to_twin(np.array(feed.ours.output_grads[j], copy=True))))
+        out_id = model.outputs[0].id
+        out_layout = layouts[out_id]
+        out = values[out_id]
+        if feed.local:
+            out = _leaf(torch, out_layout.to_twin(_graph_value(model, feed.ours, x, model.outputs[0])))
+        our_shape = out_layout.to_ours(np.empty(tuple(out.shape), dtype=np.int8)).shape
+        target = kinterop.keras_targets(loss, y, our_shape, out_layout, dtype)
+        value = kinterop.keras_loss(loss, dtype)(torch.from_numpy(np.array(target, copy=True)), out)
+        with _keras_conv_backward_guard():
+            value.backward()
+
+    def tensor_grad(t: Any) -> np.ndarray:
+        return np.zeros(tuple(t.shape), dtype=x.dtype) if t.grad is None else t.grad.detach().numpy().copy()
+
+    return _GraphPass(
+        outputs=[g.twin.out_layout.to_ours(o.detach().numpy().copy()) for g, o in zip(gnodes, outputs)],
+        input_grads=[[lay.to_ours(tensor_grad(t)) for lay, t in zip(g.in_layouts, args)] for g, args in zip(gnodes, inputs)],
+        param_grads=[g.twin.read(lambda v: tensor_grad(v.value)) for g in gnodes],
+        loss=float(value.detach()),
+        loss_grad=out_layout.to_ours(tensor_grad(out)),
+    )
+
+
+_GRAPH_REFERENCES = {"torch": _torch_graph_pass, "keras": _keras_graph_pass}
+
+
+def _compare_graph(model: Any, loss: Loss, x: np.ndarray, y: Any, reference: str, dtype: np.dtype, tol: float,
+                   training: bool, mode: str) -> ComparisonReport:
+    """:func:`compare` for a graph model: one row per node, then the loss."""
+    notes, modes = [], {}
+    for i, layer in enumerate(model.layers):
+        random_layer = training and _stochastic(layer)
+        if random_layer:
+            notes.append(f"{layer_label(i, layer)} compared in inference mode (its random mask cannot be shared)")
+        modes[id(layer)] = training and not random_layer
+    calls: dict[int, int] = {}
+    with as_dtype(model.layers, dtype):
+        ours = _our_graph_pass(model, loss, x, y, modes)
+        ref = _GRAPH_REFERENCES[reference](model, loss, _Feed(x, mode == "local", ours), y, modes)
+    rows = []
+    for j, node in enumerate(model.nodes):
+        layer = node.layer
+        calls[id(layer)] = calls.get(id(layer), 0) + 1
+        name = getattr(layer, "name", type(layer).__name__)
+        if calls[id(layer)] > 1:
+            name += f" (call {calls[id(layer)]})"
+        grad_scale = max((float(np.max(np.abs(g), initial=0.0)) for g in ref.param_grads[j].values()), default=0.0)
+        params = {k: ErrorStat.of(v, ref.param_grads[j][k], scale=grad_scale) for k, v in ours.param_grads[j].items()}
+        input_grads = [ErrorStat.of(a, b) for a, b in zip(ours.input_grads[j], ref.input_grads[j])]
+        rows.append(LayerComparison(
+            j, name, layer,
+            output=ErrorStat.of(ours.outputs[j], ref.outputs[j]),
+            input_grad=max(input_grads, key=lambda s: s.max_rel),
+            param_grads=params,
+            input_grads=input_grads if len(input_grads) > 1 else [],
+        ))
+    rows.append(LayerComparison(
+        len(model.nodes), f"loss {loss.name}", loss,
+        output=ErrorStat.of(np.float64(ours.loss), np.float64(ref.loss)),
+        input_grad=ErrorStat.of(ours.loss_grad, ref.loss_grad),
+    ))
+    notes.append("graph model: one row per node; a merge layer's dL/dx lists each input; a shared layer's "
+                 "parameter gradients are those of each call")
+    return ComparisonReport(reference, dtype, tol, rows, ours.loss, ref.loss, notes, mode)
+
+
 def compare(
     model: Any,
     x: Any,
@@ -447,6 +669,13 @@ def compare(
 
     Returns a :class:`ComparisonReport`: ``rows`` (one per layer, then the loss),
     ``first_divergence``, ``ok``, ``max_rel_error`` and a table as ``str(report)``.
+
+    A graph :class:`~nn_from_scratch.graph.Model` gives one row per node (in the order the
+    model runs them): its output, ``dL/dx`` of each of its inputs (``input_grads`` for a merge
+    layer) and the gradients of its layer's parameters from that call alone (a shared layer's
+    calls are checked one by one; the model sums them). Each node gets a twin of its own.
+    Locally, a node is fed our values of its inputs and our ``dL/dy`` of its output (the sum
+    over its consumers).
     """
     if reference not in _REFERENCES:
         raise ValueError(f"compare: reference must be one of {sorted(_REFERENCES)}, got {reference!r}")
@@ -462,6 +691,9 @@ def compare(
     if x.dtype.kind not in "fiub":
         raise TypeError(f"compare: x must be numeric, got dtype {x.dtype}")
     x = x.astype(dtype)
+    if is_graph_model(model):
+        model.ensure_built(x)
+        return _compare_graph(model, loss, x, y, reference, dtype, tol, training, mode)
 
     notes = []
     modes = []

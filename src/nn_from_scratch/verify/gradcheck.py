@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..interfaces import Layer
+from ..interop._common import is_graph_model
 from ..losses import Loss
 
 
@@ -74,7 +75,9 @@ def gradcheck(
         raise_exception: raise :class:`GradcheckError` on failure (else return ``False``).
         check_input / check_parameters: which gradients to check.
         training: set every layer's ``training`` flag for the check (``None`` leaves them as
-            they are); flags are restored afterwards.
+            they are); flags are restored afterwards. A graph
+            :class:`~nn_from_scratch.graph.Model` is run by its own ``forward(x, training)`` /
+            ``backward``, all layers in one mode: ``training``, or training mode for ``None``.
         seed: seeds the projection ``v``.
 
     Returns:
@@ -111,7 +114,12 @@ def gradcheck(
     try:
         x = np.array(x, dtype=np.float64, copy=True)
 
+        graph = is_graph_model(layer_or_model)
+        mode = True if training is None else bool(training)
+
         def forward(inp: np.ndarray) -> np.ndarray:
+            if graph:  # the model's own pass (keep_cache: a backward may follow an inference-mode pass)
+                return layer_or_model.forward(inp, training=mode, keep_cache=True)
             out = inp
             for layer in layers:
                 out = layer.forward(out)
@@ -144,17 +152,27 @@ def gradcheck(
         grad = dL_dout
         for layer in layers:
             layer.zero_grad()  # gradients accumulate: start from none
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
+        if graph:
+            grad = layer_or_model.backward(grad)  # sums over consumers and over a shared layer's calls
+        else:
+            for layer in reversed(layers):
+                grad = layer.backward(grad)
         tensors: list[_Tensor] = []
         if check_input:
             tensors.append(_Tensor("input", x, np.array(grad, dtype=np.float64, copy=True)))
         if check_parameters:
+            held: dict[int, _Tensor] = {}  # one array held by two layers: perturbing it moves both
             for i, layer in enumerate(layers):
                 grads = layer.gradients()
                 for name, p in layer.parameters().items():
                     where = f"{layer.name} parameter {name}" if single else f"layer {i} ({layer.name}) parameter {name}"
-                    tensors.append(_Tensor(where, p, np.array(grads[name], dtype=np.float64, copy=True)))
+                    analytic = np.zeros(p.shape) if grads[name] is None else np.array(grads[name], dtype=np.float64)
+                    if id(p) in held:
+                        held[id(p)].analytic = held[id(p)].analytic + analytic
+                        held[id(p)].label += f" (= {where})"
+                        continue
+                    held[id(p)] = _Tensor(where, p, analytic)
+                    tensors.append(held[id(p)])
         failures = [msg for t in tensors if (msg := _compare(t, evaluate, difference, eps, atol, rtol))]
     finally:
         for layer, flag, buffers in zip(layers, saved_flags, saved_buffers):

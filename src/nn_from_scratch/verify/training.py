@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..interop._common import STOCHASTIC_LAYER_NAMES, layer_label, model_layers, model_loss
+from ..interop._common import STOCHASTIC_LAYER_NAMES, is_graph_model, layer_label, model_layers, model_loss
 from ..losses import Loss
 from ..model import Sequential
 from .compare import ErrorStat, _stochastic, as_dtype
@@ -92,7 +92,9 @@ def compare_training(
     ``x`` (N, ...) and ``y`` (N, ...) are split into ``N // batch_size`` batches (default: one
     batch of all N), used in order and cycled. ``optimizer`` defaults to the model's; a fresh
     one with the same settings is made for each side. The model itself is not changed.
-    Models with dropout are refused (the two sides cannot draw the same masks).
+    Models with dropout are refused (the two sides cannot draw the same masks). A graph
+    :class:`~nn_from_scratch.graph.Model` trains as a graph (``train_step``, i.e.
+    :func:`nn_from_scratch.training.train_batch`) against its :class:`~nn_from_scratch.interop.torch.GraphModule`.
 
     A parameter whose exact gradient is zero (the bias of a convolution followed by batch norm)
     gets rounding noise as its gradient on each side; SGD leaves it near its start, but Adam and
@@ -130,14 +132,24 @@ def compare_training(
 
     ours_layers, ours_loss = copy.deepcopy(layers), copy.deepcopy(loss)
     with as_dtype(ours_layers, dtype):
-        ours = Sequential(ours_layers, loss=ours_loss, optimizer=_fresh_optimizer(optimizer))
-        ours.build(_input_shape(ours_layers, x))
-        twins = torch_twins(ours_layers)
-        net = torch.nn.Sequential(*[m for twin in twins for m in twin.modules]).train()
+        if is_graph_model(model):
+            # The same graph on the copied layers (a shared layer stays one layer); its twin is
+            # one torch module per layer, so the shared weights get the summed gradient there too.
+            ours = type(model).from_config(ours_layers, model.get_config(), loss=ours_loss,
+                                           optimizer=_fresh_optimizer(optimizer))
+            net = interop_torch.to_torch(ours).train()
+            twins = net.twins
+            input_shape = tuple(ours.input_shape)
+        else:
+            ours = Sequential(ours_layers, loss=ours_loss, optimizer=_fresh_optimizer(optimizer))
+            ours.build(_input_shape(ours_layers, x))
+            twins = torch_twins(ours_layers)
+            net = torch.nn.Sequential(*[m for twin in twins for m in twin.modules]).train()
+            input_shape = tuple(ours_layers[0].input_shape)
         params = list(net.parameters())
         ref_opt = torch_optimizer(optimizer, params) if params else None
         clip = getattr(optimizer, "clip_norm", None)
-        shape = (batch_size,) + tuple(ours_layers[0].input_shape)
+        shape = (batch_size,) + input_shape
 
         losses, ref_losses = [], []
         for step in range(steps):
@@ -155,7 +167,7 @@ def compare_training(
             ref_losses.append(float(value.detach()))
 
         errors = {}
-        for i, (layer, twin) in enumerate(zip(ours_layers, twins)):
+        for i, (layer, twin) in enumerate(zip(ours.layers, twins)):
             ref_params = twin.read(lambda t: t.detach().numpy().copy())
             for name, p in layer.parameters().items():
                 errors[f"{layer_label(i, layer)}.{name}"] = ErrorStat.of(p, ref_params[name])
