@@ -30,7 +30,7 @@ torch = pytest.importorskip("torch")
 
 from nn_from_scratch import interop, verify  # noqa: E402
 from nn_from_scratch.graph import Input, Model  # noqa: E402
-from nn_from_scratch.losses import SoftMaxLoss  # noqa: E402
+from nn_from_scratch.losses import MSELoss, SoftMaxLoss  # noqa: E402
 from nn_from_scratch.neurons import (BatchNormalization, Convolution, GroupNormalization,  # noqa: E402
                                      LayerNormalization, Linear, TransposedConvolution)
 from nn_from_scratch.nodes import (ELU, GELU, Add, AveragePooling, Concatenate, GlobalAveragePooling,  # noqa: E402
@@ -279,6 +279,30 @@ def test_core_graph_keras_round_trip() -> None:
     assert isinstance(back, Model) and len(back.layers) == len(model.layers) and len(back.nodes) == len(model.nodes)
     assert_close(back.predict(x), expected, 1e-12, "from_keras(to_keras(m))")
     assert verify.compare(back, x, data(model)[1], loss=SoftMaxLoss()).ok
+
+
+@needs_keras
+def test_keras_layouts_through_merges() -> None:
+    """Keras holds a flattened image in (H, W, C) order: two of them concatenated feed a Dense whose
+    rows follow the joined order, and an output made of flattened images comes out in ours;
+    Concatenate along the image height is Keras' axis 1."""
+    x_in = Input(shape=(2, 4, 3))
+    a = Convolution(kernel_size=3, output_layers=3, padding=1, dtype=np.float64)(x_in)
+    tall = Concatenate(axis=2)([a, Tanh()(a)])  # (3, 8, 3): along the height
+    joined = Concatenate(axis=1)([Vectorization()(tall), Vectorization()(x_in)])  # 72 + 24 features
+    hidden = Linear(output_dim=4, dtype=np.float64)(joined)
+    as_output = Concatenate(axis=-1)([hidden, Vectorization()(a)])  # a flattened image reaches the output
+    x = np.random.default_rng(3).normal(size=(3, 2, 4, 3))
+    for output in (hidden, as_output):
+        model = randomise(Model(x_in, output, seed=1), 2)
+        net = interop.to_keras(model)
+        expected = model.predict(x)
+        what = f"output {output.shape}"
+        assert_close(keras_predict(net, x), expected, 1e-12, f"Keras twin, {what}")
+        assert_close(interop.from_keras(net).predict(x), expected, 1e-12, f"from_keras(to_keras(m)), {what}")
+        report = verify.compare(model, x, np.random.default_rng(4).normal(size=expected.shape), reference="keras",
+                                loss=MSELoss())
+        assert report.ok, str(report)
 
 
 @needs_keras

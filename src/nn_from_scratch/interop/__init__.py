@@ -4,6 +4,9 @@
 * :func:`to_keras` / :func:`from_keras` -- Keras ``Sequential`` (NHWC), run on any Keras backend
   (``KERAS_BACKEND=torch`` is chosen when none is set and TensorFlow is absent).
 
+Graph models (:class:`nn_from_scratch.graph.Model`) convert too: to a ``GraphModule`` for torch
+(and back), to and from a functional ``keras.Model``; a shared layer stays shared.
+
 torch and keras are optional (``pip install nn_from_scratch[torch]`` / ``[keras]``) and are
 imported only when one of these functions is first called. Each converter is one entry per layer
 type in a table (``interop.torch.TO_TORCH`` ...); a layer without one raises
@@ -30,22 +33,22 @@ def _backend(name: str) -> ModuleType:
 
 
 def to_torch(model: Any) -> Any:
-    """Our model -> an equivalent ``torch.nn.Sequential`` (see :mod:`.torch`)."""
+    """Our model -> an equivalent ``torch.nn.Sequential`` (a ``GraphModule`` for a graph; see :mod:`.torch`)."""
     return _backend("torch").to_torch(model)
 
 
 def from_torch(module: Any, input_shape: tuple[int, ...] | None = None, loss: Any = None, optimizer: Any = None) -> Any:
-    """A ``torch.nn.Sequential`` -> our ``Sequential`` (see :mod:`.torch`)."""
+    """A ``torch.nn.Sequential`` -> our ``Sequential``; a ``GraphModule`` -> our graph (see :mod:`.torch`)."""
     return _backend("torch").from_torch(module, input_shape=input_shape, loss=loss, optimizer=optimizer)
 
 
 def to_keras(model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any = None) -> Any:
-    """Our model -> an equivalent channels-last Keras ``Sequential`` (see :mod:`.keras`)."""
+    """Our model -> an equivalent channels-last Keras ``Sequential`` (functional model for a graph; see :mod:`.keras`)."""
     return _backend("keras").to_keras(model, input_shape=input_shape, dtype=dtype)
 
 
 def from_keras(keras_model: Any, loss: Any = None, optimizer: Any = None) -> Any:
-    """A built Keras ``Sequential`` -> our ``Sequential`` (see :mod:`.keras`)."""
+    """A built Keras ``Sequential`` -> our ``Sequential``; a functional model -> our graph (see :mod:`.keras`)."""
     return _backend("keras").from_keras(keras_model, loss=loss, optimizer=optimizer)
 
 
