@@ -524,15 +524,19 @@ def torch_grouped_conv(layer: Convolution, x, params):
 
 
 def random_transposed_conv(rng: np.random.Generator, dtype: Any) -> tuple[TransposedConvolution, np.ndarray]:
-    """Kernel 1-4, stride and dilation 1-3, padding 0-3, output_padding below max(stride, dilation),
-    groups 1 (60%) or 2-3 with 1-3 channels per group, images 1-6 pixels a side, bias or not."""
+    """Kernel 1-4, stride and dilation 1-3, padding 0-3 (an int, a pair or, 30%, (top, bottom, left,
+    right)), output_padding below max(stride, dilation), groups 1 (60%) or 2-3 with 1-3 channels per
+    group, images 1-6 pixels a side, bias or not."""
     while True:
         kernel, stride, dilation = _conv_family_geometry(rng)
-        padding: Any = tuple(int(p) for p in rng.integers(0, 4, size=2)) if rng.random() < 0.7 else int(rng.integers(0, 4))
+        choice = rng.random()
+        padding: Any = (int(rng.integers(0, 4)) if choice < 0.3 else tuple(int(p) for p in rng.integers(0, 4, size=2))
+                        if choice < 0.7 else tuple(int(p) for p in rng.integers(0, 4, size=4)))
+        pads = reference_padding(padding, (1, 1), (1, 1), (1, 1))
         output_padding = tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
         h, w = (int(s) for s in rng.integers(1, 7, size=2))
-        out = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1
-               for n, k, s, d, p, op in zip((h, w), kernel, stride, dilation, _pair(padding), output_padding)]
+        out = [(n - 1) * s - p0 - p1 + d * (k - 1) + op + 1
+               for n, k, s, d, (p0, p1), op in zip((h, w), kernel, stride, dilation, (pads[:2], pads[2:]), output_padding)]
         if min(out) >= 1:
             break
     groups = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
@@ -546,10 +550,17 @@ def random_transposed_conv(rng: np.random.Generator, dtype: Any) -> tuple[Transp
 
 
 def torch_transposed_conv(layer: TransposedConvolution, x, params):
+    """torch's own symmetric padding; (top, bottom, left, right) as padding 0, then a crop."""
     import torch.nn.functional as F
 
-    return F.conv_transpose2d(x, params["W"], params.get("B"), stride=layer.stride, padding=layer.padding,
-                              output_padding=layer.output_padding, groups=layer.groups, dilation=layer.dilation)
+    padding = layer.get_config()["padding"]
+    symmetric = len(padding) == 2
+    y = F.conv_transpose2d(x, params["W"], params.get("B"), stride=layer.stride, padding=tuple(padding) if symmetric else 0,
+                           output_padding=layer.output_padding, groups=layer.groups, dilation=layer.dilation)
+    if symmetric:
+        return y
+    top, bottom, left, right = padding
+    return y[:, :, top : y.shape[2] - bottom, left : y.shape[3] - right]
 
 
 LAYER_CASES += [

@@ -304,17 +304,18 @@ def _depthwise_to_keras(layer: Convolution, ctx: KerasContext, layers: list[Any]
 
 @TO_KERAS.register(TransposedConvolution)
 def _transposed_conv_to_keras(layer: TransposedConvolution, ctx: KerasContext) -> KerasTwin:
-    """``Conv2DTranspose(padding="valid")``, then ``Cropping2D``: torch's ``padding`` crops both sides
-    of the full output, and ``output_padding`` up to ``padding`` un-crops the bottom/right; beyond
-    it, Keras' own ``output_padding`` adds the rows."""
+    """``Conv2DTranspose(padding="valid")``, then ``Cropping2D``: our ``padding`` crops the full
+    output, and ``output_padding`` up to the bottom/right padding un-crops; beyond it, Keras' own
+    ``output_padding`` adds the rows."""
     _require_image(ctx, layer)
     where = f"to_keras: {ctx.where} {layer!r}"
     if layer.groups != 1:
         raise UnsupportedLayerError(f"{where}: Keras' Conv2DTranspose has no groups")
     if layer.stride != (1, 1) and layer.dilation != (1, 1):
         raise UnsupportedLayerError(f"{where}: Keras' Conv2DTranspose does not support stride > 1 together with dilation > 1")
-    (ph, pw), (oph, opw) = layer.padding, layer.output_padding
-    extra = (max(oph - ph, 0), max(opw - pw, 0))
+    top, bottom, left, right = layer.padding if len(layer.padding) == 4 else (layer.padding[0],) * 2 + (layer.padding[1],) * 2
+    oph, opw = layer.output_padding
+    extra = (max(oph - bottom, 0), max(opw - right, 0))
     if any(e >= s for e, s in zip(extra, layer.stride)):
         raise UnsupportedLayerError(f"{where}: output_padding beyond padding by {extra} needs Keras' output_padding, "
                                     f"which must be below the stride {layer.stride}")
@@ -323,7 +324,7 @@ def _transposed_conv_to_keras(layer: TransposedConvolution, ctx: KerasContext) -
         dilation_rate=layer.dilation, use_bias=layer.use_bias, dtype=ctx.dtype,
     )
     layers: list[Any] = [conv]
-    crops = ((ph, max(ph - oph, 0)), (pw, max(pw - opw, 0)))
+    crops = ((top, max(bottom - oph, 0)), (left, max(right - opw, 0)))
     if any(any(pair) for pair in crops):
         layers.append(keras.layers.Cropping2D(crops, dtype=ctx.dtype))
 
@@ -639,11 +640,20 @@ def _transposed_conv_from_keras(klayers: list[Any], i: int, ctx: FromKerasContex
     if isinstance(follows, keras.layers.Cropping2D) and getattr(follows, "data_format", "channels_last") == "channels_last":
         crops = [(a + int(c0), b + int(c1)) for (a, b), (c0, c1) in zip(crops, follows.cropping)]
         used = 2
-    padding = tuple(before for before, _ in crops)
-    out_padding = tuple(before - after for before, after in crops)
-    if min(padding) < 0 or min(out_padding) < 0:
+    if min(before for before, _ in crops) < 0:
         raise UnsupportedLayerError(f"{ctx.where}: Conv2DTranspose(padding={conv.padding!r}, output_padding={conv.output_padding}) "
-                                    f"crops {crops} (before, after) per axis; torch's semantics needs before >= after >= 0")
+                                    f"adds rows before the output ({crops}, (before, after) per axis)")
+    # torch's spelling where it can: symmetric padding, output_padding giving back the end
+    # (below max(stride, dilation)); else rows cropped at the end are padding, rows added there
+    # output_padding.
+    pads, out_padding = [], []
+    for (before, after), s, d in zip(crops, conv.strides, conv.dilation_rate):
+        symmetric = 0 <= before - after < max(s, d)
+        pads.append((before, before) if symmetric else (before, max(after, 0)))
+        out_padding.append(before - after if symmetric else max(-after, 0))
+    (top, bottom), (left, right) = pads
+    padding: Any = (top, left) if (top, left) == (bottom, right) else (top, bottom, left, right)
+    out_padding = tuple(out_padding)
     weights = _weights(conv)
     W = np.ascontiguousarray(weights[0].transpose(3, 2, 0, 1))  # (kh, kw, out, in) -> (in, out, kh, kw)
     B = weights[1] if conv.use_bias else None

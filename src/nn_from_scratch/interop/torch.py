@@ -347,8 +347,12 @@ def _conv_from_torch(modules: list[nn.Module], i: int, extra_padding: tuple[int,
 @TO_TORCH.register(TransposedConvolution)
 def _transposed_conv_to_torch(layer: TransposedConvolution, ctx: TorchContext) -> TorchTwin:
     _needs(layer, layer.W, ctx.where)
+    # Asymmetric padding (top, bottom, left, right): torch's symmetric part, then ZeroPad2d with
+    # negative amounts crops the rest (from_torch folds the pair back).
+    top, bottom, left, right = layer.padding if len(layer.padding) == 4 else (layer.padding[0],) * 2 + (layer.padding[1],) * 2
+    ph, pw = min(top, bottom), min(left, right)
     conv = nn.ConvTranspose2d(
-        layer.W.shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+        layer.W.shape[0], layer.out_channels, layer.kernel_size, stride=layer.stride, padding=(ph, pw),
         output_padding=layer.output_padding, groups=layer.groups, bias=layer.use_bias, dilation=layer.dilation,
         dtype=torch_dtype(layer.W.dtype),
     )
@@ -362,7 +366,8 @@ def _transposed_conv_to_torch(layer: TransposedConvolution, ctx: TorchContext) -
             out["B"] = get(conv.bias)
         return out
 
-    return TorchTwin([conv], read)
+    crop = (left - pw, right - pw, top - ph, bottom - ph)
+    return TorchTwin([conv] + ([nn.ZeroPad2d(tuple(-c for c in crop))] if any(crop) else []), read)
 
 
 @FROM_TORCH.register(nn.ConvTranspose2d)
@@ -373,12 +378,19 @@ def _transposed_conv_from_torch(modules: list[nn.Module], i: int):
                                     "supported (only 'zeros')")
     W = _array(conv.weight)
     B = None if conv.bias is None else _array(conv.bias)
+    ph, pw = (int(p) for p in conv.padding)
+    padding: Any = (ph, pw)
+    follows = modules[i + 1] if i + 1 < len(modules) else None
+    crop = isinstance(follows, nn.ZeroPad2d) and all(int(p) <= 0 for p in follows.padding)
+    if crop:  # a ZeroPad2d with negative amounts right after it: asymmetric padding (see to_torch)
+        left, right, top, bottom = (-int(p) for p in follows.padding)
+        padding = (ph + top, ph + bottom, pw + left, pw + right)
     layer = TransposedConvolution(
-        None, tuple(conv.kernel_size), conv.out_channels, padding=tuple(int(p) for p in conv.padding), W=W, B=B,
+        None, tuple(conv.kernel_size), conv.out_channels, padding=padding, W=W, B=B,
         use_bias=B is not None, stride=tuple(conv.stride), output_padding=tuple(int(p) for p in conv.output_padding),
         dilation=tuple(conv.dilation), groups=conv.groups, dtype=W.dtype,
     )
-    return [layer], 1
+    return [layer], 2 if crop else 1
 
 
 @FROM_TORCH.register(nn.ZeroPad2d)

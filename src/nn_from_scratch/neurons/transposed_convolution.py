@@ -10,11 +10,13 @@ from .. import initializers, kernels
 from ..interfaces import Neuron, Shape, per_sample_shape
 
 
-def _non_negative_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in pair):
-        raise ValueError(f"{layer}: {what} must be a non-negative int or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def _non_negative_ints(value: Any, what: str, layer: str, lengths: tuple[int, ...] = (2,)) -> tuple[int, ...]:
+    """An int (repeated) or a tuple of ``lengths`` non-negative ints -> that tuple (an int gives a pair)."""
+    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) not in lengths or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values):
+        forms = "a non-negative int, a pair of them" + (" or (top, bottom, left, right)" if 4 in lengths else "")
+        raise ValueError(f"{layer}: {what} must be {forms}, got {value!r}")
+    return tuple(int(v) for v in values)
 
 
 class TransposedConvolution(Neuron):
@@ -35,7 +37,10 @@ class TransposedConvolution(Neuron):
     ``output_padding`` adds rows/columns at the bottom/right (it resolves which of the input
     sizes that a strided convolution maps to the same output size is meant; torch requires it
     to be smaller than the stride or the dilation, and so do we). Where it exceeds ``padding``,
-    the extra rows receive only the bias, as in torch.
+    the extra rows receive only the bias, as in torch. ``padding`` may also be
+    ``(top, bottom, left, right)`` (an extension: torch's is symmetric), as Keras'
+    ``Conv2DTranspose(padding="same")`` crops; then ``OH = (H - 1) * stride - top - bottom +
+    dilation * (kh - 1) + output_padding + 1``.
 
     The work is the convolution kernels run backwards (see :mod:`nn_from_scratch.kernels`): the
     forward is the convolution's ``dx`` (col2im of ``W^T x``), the backward's ``dL/dx`` is the
@@ -43,13 +48,14 @@ class TransposedConvolution(Neuron):
     roles of input and output gradient swapped -- no kernel of its own.
 
     Deliberate differences from torch: ``padding`` is numeric only (torch has no ``"same"`` here
-    either), and there is no ``output_size`` argument to ``forward``; use ``output_padding``.
+    either) but may be asymmetric, and there is no ``output_size`` argument to ``forward``; use
+    ``output_padding``.
 
     Args:
         input_dim: ``(N, C, H, W)``, ``(C, H, W)``, ``C`` or ``None`` (inferred from the first input).
         kernel_size: int or ``(kh, kw)``.
         output_layers: the number of output channels ``O``.
-        padding: non-negative int or ``(ph, pw)``.
+        padding: non-negative int, ``(ph, pw)`` or ``(top, bottom, left, right)``.
         W, B: initial weights ``(C, O/groups, kh, kw)`` and bias ``(O,)``; drawn when omitted.
         use_bias: whether there is a bias ``B``.
         stride, dilation: positive int or pair.
@@ -100,8 +106,10 @@ class TransposedConvolution(Neuron):
         if isinstance(padding, str):
             raise ValueError(f"{self.name}: padding must be a non-negative int or a pair of them (as torch's "
                              f"ConvTranspose2d), got {padding!r}")
-        self.padding = _non_negative_pair(padding, "padding", self.name)
-        self.output_padding = _non_negative_pair(output_padding, "output_padding", self.name)
+        self.padding = _non_negative_ints(padding, "padding", self.name, (2, 4))
+        self.output_padding = _non_negative_ints(output_padding, "output_padding", self.name)
+        pads = self.padding if len(self.padding) == 4 else (self.padding[0],) * 2 + (self.padding[1],) * 2
+        self._pads4: tuple[int, int, int, int] = pads  # (top, bottom, left, right)
         for axis, op, s, d in zip(("height", "width"), self.output_padding, self.stride, self.dilation):
             if op >= s and op >= d:
                 raise ValueError(
@@ -120,11 +128,11 @@ class TransposedConvolution(Neuron):
         # The convolution whose adjoint this is maps an image of ``core_hw`` onto our input. Its
         # bottom/right padding is ``padding - output_padding``; where that is negative, the
         # missing rows are ``extend``: output rows no kernel tap reaches (they get only the bias).
-        ph, pw = self.padding
+        top, bottom, left, right = pads
         oph, opw = self.output_padding
         self.geometry = kernels.ConvGeometry(*self.kernel_size, self.stride, self.dilation,
-                                             (ph, max(ph - oph, 0), pw, max(pw - opw, 0)))
-        self._extend = (max(oph - ph, 0), max(opw - pw, 0))
+                                             (top, max(bottom - oph, 0), left, max(right - opw, 0)))
+        self._extend = (max(oph - bottom, 0), max(opw - right, 0))
         self._core_hw: tuple[int, int] | None = None
         self._x: np.ndarray | None = None
         self._plan: Any = None
@@ -177,8 +185,9 @@ class TransposedConvolution(Neuron):
             raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
         kernels.check_groups(c, self.out_channels, self.groups, self.name)
         out = []
-        for size, k, s, d, p, op in zip((h, w), self.kernel_size, self.stride, self.dilation, self.padding, self.output_padding):
-            out.append((size - 1) * s - 2 * p + d * (k - 1) + op + 1)
+        pads = (self._pads4[:2], self._pads4[2:])
+        for size, k, s, d, (p0, p1), op in zip((h, w), self.kernel_size, self.stride, self.dilation, pads, self.output_padding):
+            out.append((size - 1) * s - p0 - p1 + d * (k - 1) + op + 1)
         if min(out) < 1:
             raise ValueError(f"{self.name}: input of shape (batch, {c}, {h}, {w}) gives an output of {out[0]}x{out[1]} pixels "
                              f"(padding {self.padding} removes more than the kernel {self.kernel_size} covers)")
