@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
+import string
 import warnings
 from typing import Any, Callable, Iterable
 
@@ -42,6 +44,10 @@ class Callback:
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None: ...
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None: ...
+
+    def on_train_failure(self, error: BaseException) -> None:
+        """Called instead of ``on_train_end`` when ``fit`` raises (an exception in a batch or a
+        callback, a NaN guard, Ctrl-C): release files and other resources here. Not in Keras."""
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
 
@@ -80,6 +86,16 @@ class CallbackList:
     def on_train_end(self, logs: dict | None = None) -> None:
         for cb in self.callbacks:
             cb.on_train_end(logs or {})
+
+    def on_train_failure(self, error: BaseException) -> None:
+        """Every callback hears of the failure, even if one of them fails in turn."""
+        for cb in self.callbacks:
+            try:
+                hook = getattr(cb, "on_train_failure", None)
+                if hook is not None:
+                    hook(error)
+            except Exception:  # noqa: BLE001 - the original error is the one to raise
+                pass
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         for cb in self.callbacks:
@@ -157,6 +173,9 @@ class LearningRateScheduler(Callback):
 
     Subclasses override :meth:`lr_at`. The learning rate the optimizer has when training first
     begins is ``initial_lr`` (kept across later ``fit`` calls, so a schedule is not compounded).
+    It is recorded on the optimizer too (``optimizer.initial_lr``, saved with the model), so a
+    run resumed from a checkpoint with a new schedule object continues the same schedule; set
+    ``optimizer.initial_lr = None`` to start a schedule from the current rate instead.
     """
 
     def __init__(self, schedule: Callable[[int, float], float] | None = None, verbose: int = 0) -> None:
@@ -166,8 +185,11 @@ class LearningRateScheduler(Callback):
         self.initial_lr: float | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
         if self.initial_lr is None:
-            self.initial_lr = float(self.model.optimizer.lr)
+            recorded = getattr(optimizer, "initial_lr", None)
+            self.initial_lr = float(optimizer.lr) if recorded is None else float(recorded)
+        optimizer.initial_lr = self.initial_lr
 
     def lr_at(self, epoch: int, lr: float) -> float:
         return float(self.schedule(epoch, lr))
@@ -201,8 +223,9 @@ class CosineDecay(LearningRateScheduler):
     """Cosine decay from ``initial_lr`` to ``alpha * initial_lr`` over ``decay_steps``:
     ``lr(t) = initial_lr * ((1 - alpha) * (1 + cos(pi * min(t, decay_steps) / decay_steps)) / 2 + alpha)``.
 
-    As Keras' ``CosineDecay`` with ``unit="batch"`` (``t`` counts optimizer steps in this
-    training run, the rate set before every batch); with ``unit="epoch"`` (the default) ``t`` is
+    As Keras' ``CosineDecay`` with ``unit="batch"`` (``t`` is the optimizer's step count,
+    ``optimizer.iterations``, as in Keras, so a second ``fit`` or a run resumed from a checkpoint
+    continues the schedule instead of restarting it; the rate is set before every batch); with ``unit="epoch"`` (the default) ``t`` is
     the epoch, set at the start of each epoch, as ``torch.optim.lr_scheduler.CosineAnnealingLR``
     with ``T_max = decay_steps`` and ``eta_min = alpha * initial_lr``. ``warmup_steps`` (same
     unit) first ramps linearly from ``initial_lr / warmup_steps`` up to ``initial_lr``; the
@@ -218,7 +241,6 @@ class CosineDecay(LearningRateScheduler):
                 f"got {decay_steps}, {alpha}, {unit!r}, {warmup_steps}"
             )
         self.decay_steps, self.alpha, self.unit, self.warmup_steps = int(decay_steps), float(alpha), unit, int(warmup_steps)
-        self._step = 0
 
     def lr_at(self, t: int, lr: float = 0.0) -> float:
         if t < self.warmup_steps:
@@ -227,18 +249,13 @@ class CosineDecay(LearningRateScheduler):
         cosine = 0.5 * (1.0 + math.cos(math.pi * t / self.decay_steps))
         return self.initial_lr * ((1.0 - self.alpha) * cosine + self.alpha)
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)
-        self._step = 0
-
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.unit == "epoch":
             self._set(self.lr_at(epoch), f"epoch {epoch + 1}")
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.unit == "batch":
-            self.model.optimizer.lr = self.lr_at(self._step)
-            self._step += 1
+            self.model.optimizer.lr = self.lr_at(int(self.model.optimizer.iterations))
 
 
 # -- monitoring a metric ------------------------------------------------------------------
@@ -414,6 +431,27 @@ class ModelCheckpoint(_Monitor):
         self.include_optimizer = include_optimizer
         self.last_saved: str | None = None
 
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Check the path's format fields against what the epochs will log, before any training:
+        ``{val_loss}`` without validation data is an error now, not after a whole epoch."""
+        logged = self.params.get("metrics")
+        if logged is None:  # not run by fit: nothing known to check against
+            return
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(self.path) if name}
+        except ValueError as error:
+            raise ValueError(f"ModelCheckpoint: the path {self.path!r} is not a valid format string: {error}") from None
+        known = {"epoch", "learning_rate", *logged}
+        missing = sorted({re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields} - known)
+        if missing:
+            hint = ""
+            if any(m.startswith("val_") for m in missing) and not self.params.get("do_validation"):
+                hint = "; pass validation_data=... (or validation_split=...) to fit for val_* values"
+            raise ValueError(
+                f"ModelCheckpoint: the path {self.path!r} uses {', '.join('{' + m + '}' for m in missing)}, which this "
+                f"fit does not log (it logs epoch, {', '.join(logged)}){hint}"
+            )
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         path = self.path.format(epoch=epoch + 1, **logs)
@@ -464,3 +502,6 @@ class CSVLogger(Callback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def on_train_failure(self, error: BaseException) -> None:
+        self.on_train_end()  # the rows written so far stay (flushed every epoch); the file is closed

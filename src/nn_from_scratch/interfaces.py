@@ -327,6 +327,18 @@ class Optimizer(ABC):
         return self._state.setdefault(id(param), {"param": param})
 
     def step(self, layers: Iterable[Layer]) -> None:
+        """One update of every parameter of ``layers`` that has a gradient.
+
+        Ctrl-C (SIGINT) is held back until the step is complete (see
+        :mod:`nn_from_scratch.interrupts`): an interrupt leaves every parameter, its state and
+        ``iterations`` as they were before the step or after it, never half updated.
+        """
+        from .interrupts import deferred_interrupts
+
+        with deferred_interrupts():
+            self._step(layers)
+
+    def _step(self, layers: Iterable[Layer]) -> None:
         pairs: list[tuple[np.ndarray, np.ndarray]] = []
         index: dict[int, int] = {}  # id(parameter) -> its place in pairs
         grads_seen: set[int] = set()

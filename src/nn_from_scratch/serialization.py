@@ -784,7 +784,17 @@ def load_model(path: str | os.PathLike) -> Any:
     layers = [_build_layer(i, entry, tensors, path) for i, entry in enumerate(architecture["layers"])]
     loss = None if architecture["loss"] is None else _build_other(architecture["loss"], LOSSES, "loss", path)
     opt_entry = architecture["optimizer"]
-    optimizer = None if opt_entry is None else _build_other(opt_entry, OPTIMIZERS, "optimizer", path)
+    optimizer = None
+    if opt_entry is not None:
+        config = opt_entry["config"] if isinstance(opt_entry, dict) else None
+        # A schedule may end at a rate of exactly 0 (CosineDecay with alpha=0), which no
+        # constructor accepts: build with the schedule's initial rate, then set the saved one.
+        at_zero = isinstance(config, dict) and type(config.get("lr")) in (int, float) and config["lr"] == 0
+        if at_zero:
+            opt_entry = {**opt_entry, "config": {**config, "lr": opt_entry.get("initial_lr") or 1.0}}
+        optimizer = _build_other(opt_entry, OPTIMIZERS, "optimizer", path)
+        if at_zero:
+            optimizer.lr = 0.0
     try:
         model = MODELS[architecture["class"]].from_config(
             layers, architecture["structure"], loss=loss, optimizer=optimizer,

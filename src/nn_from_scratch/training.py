@@ -69,18 +69,35 @@ def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray,
     Returns the batch loss and the model's output. A NaN/inf loss leaves the weights untouched.
     With ``sample_weight`` the loss is ``sum_n w_n l_n / N`` (Keras' ``sum_over_batch_size``).
     """
-    model.zero_grad()
-    output = model.forward(x, training=True)
-    if sample_weight is None:
-        loss = float(model.loss.forward(output, y))
-    else:
-        loss = float(model.loss.weighted_forward(output, y, sample_weight))
+    # The forward pass updates buffers (batch norm's running statistics). They are put back when
+    # the batch is not applied -- a NaN/inf loss, or an exception or Ctrl-C before the optimizer
+    # step -- so the model is left exactly as before the batch (issue 13, items 6 and 8).
+    buffers = [(b, b.copy()) for layer in model.layers for b in layer.buffers().values()]
+    try:
+        model.zero_grad()
+        output = model.forward(x, training=True)
+        if sample_weight is None:
+            loss = float(model.loss.forward(output, y))
+        else:
+            loss = float(model.loss.weighted_forward(output, y, sample_weight))
+        if math.isfinite(loss):
+            model.backward(model.loss.backward() if sample_weight is None else model.loss.weighted_backward(),
+                           need_input_grad=False)
+    except BaseException:
+        _restore_buffers(buffers)
+        model.zero_grad()
+        raise
     if math.isfinite(loss):
-        model.backward(model.loss.backward() if sample_weight is None else model.loss.weighted_backward(),
-                       need_input_grad=False)
-        model.optimizer.step(model.layers)
+        model.optimizer.step(model.layers)  # all or nothing, even under Ctrl-C
+    else:
+        _restore_buffers(buffers)
     model.zero_grad()
     return loss, output
+
+
+def _restore_buffers(saved: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    for target, value in saved:
+        target[...] = value
 
 
 def train_step(model: TrainableModel, x: Any, y: Any) -> float:
@@ -206,23 +223,30 @@ def fit(
         user, verbose = strategy.callbacks(user), strategy.verbose(verbose)
     defaults = [] if any(isinstance(c, TerminateOnNaN) for c in user) else [TerminateOnNaN()]
     cbs = CallbackList(defaults + user + [history], model=model)  # History last, as Keras: it sees what others log
-    cbs.set_params({"epochs": epochs, "steps": source.steps, "batch_size": batch_size, "samples": source.samples,
-                    "verbose": verbose})
     model.history = history
     model.stop_training = False
     metrics = model_metrics(model)
+    # What the epoch logs will hold (Keras 2's params["metrics"]): callbacks check their
+    # settings against it before training (ModelCheckpoint's path fields).
+    logged = ["loss", *(m.name for m in metrics)]
+    cbs.set_params({"epochs": epochs, "steps": source.steps, "batch_size": batch_size, "samples": source.samples,
+                    "verbose": verbose, "do_validation": validation_data is not None,
+                    "metrics": logged + ([f"val_{k}" for k in logged] if validation_data is not None else [])})
     try:
         cbs.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             cbs.on_epoch_begin(epoch)
             epoch_logs = _run_epoch(model, source, metrics, cbs, epoch, epochs, verbose, validation_data, batch_size,
                                     strategy, watch=epoch == initial_epoch)
+            model.epoch = epoch + 1  # epochs done: saved with the model, fit(initial_epoch=model.epoch) resumes
             cbs.on_epoch_end(epoch, epoch_logs)
             if model.stop_training or getattr(source, "exhausted", False):
                 break
         cbs.on_train_end()
-    except TrainingDivergedError as error:
-        error.history = history
+    except BaseException as error:
+        if isinstance(error, TrainingDivergedError):
+            error.history = history
+        cbs.on_train_failure(error)  # on_train_end is not called: callbacks release their files here
         raise
     finally:
         if strategy is not None:
