@@ -52,4 +52,24 @@ def from_keras(keras_model: Any, loss: Any = None, optimizer: Any = None) -> Any
     return _backend("keras").from_keras(keras_model, loss=loss, optimizer=optimizer)
 
 
-__all__ = ["UnsupportedLayerError", "from_keras", "from_torch", "to_keras", "to_torch"]
+def to_onnx(model: Any, path: Any, opset: int | None = None, dtype: Any = None) -> Any:
+    """Write our model to an ONNX file (see :mod:`.onnx`); needs ``pip install 'nn_from_scratch[onnx]'``."""
+    backend = _onnx_backend()
+    return backend.to_onnx(model, path, opset=backend.DEFAULT_OPSET if opset is None else opset, dtype=dtype)
+
+
+def from_onnx(path: Any, loss: Any = None, optimizer: Any = None) -> Any:
+    """An ONNX file -> our ``Sequential`` or graph ``Model`` (see :mod:`.onnx`)."""
+    return _onnx_backend().from_onnx(path, loss=loss, optimizer=optimizer)
+
+
+def _onnx_backend() -> ModuleType:
+    try:
+        return importlib.import_module(f"{__name__}.onnx")
+    except ModuleNotFoundError as err:
+        if err.name != "onnx":
+            raise
+        raise ImportError("nn_from_scratch.interop needs onnx for this: pip install 'nn_from_scratch[onnx]'") from err
+
+
+__all__ = ["UnsupportedLayerError", "from_keras", "from_onnx", "from_torch", "to_keras", "to_onnx", "to_torch"]
