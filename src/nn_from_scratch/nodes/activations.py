@@ -172,7 +172,8 @@ class GELU(Activation):
         self._x = x
         with np.errstate(over="ignore", invalid="ignore"):
             if self.approximate == "tanh":
-                inner = x.dtype.type(self._SQRT_2_OVER_PI) * (x + x.dtype.type(self._KAPPA) * x * x * x)
+                x_cube = x * x * x  # (x * x) * x, torch's order (it decides where float32 overflows)
+                inner = x.dtype.type(self._SQRT_2_OVER_PI) * (x + x.dtype.type(self._KAPPA) * x_cube)
                 return 0.5 * x * (1 + np.tanh(inner))
             x64 = x.astype(np.float64, copy=False)
             return _as_input_dtype(0.5 * x64 * kernels.erfc(-x64 * math.sqrt(0.5)), x)
@@ -185,9 +186,10 @@ class GELU(Activation):
         with np.errstate(over="ignore", invalid="ignore"):
             if self.approximate == "tanh":
                 kappa, beta = x.dtype.type(self._KAPPA), x.dtype.type(self._SQRT_2_OVER_PI)
-                t = np.tanh(beta * (x + kappa * x * x * x))
+                x_sq = x * x
+                t = np.tanh(beta * (x + kappa * (x_sq * x)))
                 left = 0.5 * x
-                right_derivative = left * (1 - t * t) * (beta * (1 + 3 * kappa * x * x))
+                right_derivative = left * (1 - t * t) * (beta * (1 + 3 * kappa * x_sq))
                 return _as_input_dtype(dL_dy * (0.5 * (1 + t) + right_derivative), x)
             x64 = x.astype(np.float64, copy=False)
             cdf = 0.5 * kernels.erfc(-x64 * math.sqrt(0.5))
@@ -239,8 +241,10 @@ class ELU(Activation):
     """Exponential linear unit, as ``torch.nn.ELU``: ``y = x`` if ``x > 0`` else ``alpha * expm1(x)``.
 
     ``dL/dx = dL/dy`` if ``x > 0`` else ``dL/dy * alpha * exp(x)`` (at ``x = 0`` the second
-    branch, ``alpha``, as torch). Edges as torch: ``-inf -> -alpha``, a NaN input gives a NaN
-    output and lets the gradient through unchanged (NaN fails ``x <= 0``).
+    branch, ``alpha``, as torch). Edges as torch: ``-inf -> -alpha`` (gradient 0), ``+inf -> +inf``.
+    A NaN input gives a NaN output and a NaN gradient: torch's kernels disagree there (``dL/dy``
+    in float32 and in float64 tensors of under 16 elements, NaN in its vectorised float64 loop);
+    this layer always propagates the NaN.
     Shapes: any ``(N, ...)``, output of the same shape and dtype.
 
     Args:
@@ -274,7 +278,7 @@ class ELU(Activation):
             return None
         dL_dy = _output_grad(self, dL_dy, x)
         with np.errstate(over="ignore", invalid="ignore"):
-            return _as_input_dtype(np.where(x <= 0, dL_dy * (x.dtype.type(self.alpha) * np.exp(x)), dL_dy), x)
+            return _as_input_dtype(np.where(x > 0, dL_dy, dL_dy * (x.dtype.type(self.alpha) * np.exp(x))), x)
 
     def get_config(self) -> dict[str, Any]:
         return {"alpha": self.alpha, **super().get_config()}
