@@ -554,7 +554,10 @@ class GroupedConv2dPlan:
             # The last tap reads (kw - 1) * dw columns past the frame: a zero tail.
             self._xflat = np.zeros((c, self._frame + (kw - 1) * dw * n), dtype)
             self._offsets = [(p * dh * wp + q * dw) * n for p in range(kh) for q in range(kw)]
-            self._tmp = np.empty(self._L, dtype)
+            # Blocks of channels whose slices take <= 256 KiB (one channel of a 28x28 batch of 64
+            # already does): large images go channel by channel, small ones many channels per call.
+            self._block = max(1, min(c, (block_bytes or 256 << 10) // (self._L * dtype.itemsize)))
+            self._tmp = np.empty((self._block, self._L), dtype)
             self._dy_wide = np.zeros((o, oh, wp, n), dtype)  # columns OW.. stay zero
         elif self.depthwise:
             # Blocks of channels whose output (and product buffer) take <= 256 KiB: larger
@@ -657,18 +660,19 @@ class GroupedConv2dPlan:
     # -- depthwise, stride 1: contiguous slices of the flattened channels ----------------------
     def _flat_forward(self, source: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         n, c = self.x_shape[:2]
-        m, o, L, tmp = self.multiplier, self.out_channels, self._L, self._tmp
-        Wt = W.reshape(c, m, -1)
+        m, o, L = self.multiplier, self.out_channels, self._L
+        Wt = W.reshape(c, m, -1, 1)  # (C, m, taps, 1): one scalar per row of a block
         wide = np.empty((c, m, L), self.dtype)
-        for ci in range(c):
-            x_c = source[ci]
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            x_b, tmp = source[c0:c1], self._tmp[: c1 - c0]
             for j in range(m):
-                out, w_cj = wide[ci, j], Wt[ci, j]
+                out = wide[c0:c1, j]
                 for t, offset in enumerate(self._offsets):
                     if t == 0:
-                        np.multiply(x_c[offset : offset + L], w_cj[t], out=out)
+                        np.multiply(x_b[:, offset : offset + L], Wt[c0:c1, j, t], out=out)
                     else:
-                        np.multiply(x_c[offset : offset + L], w_cj[t], out=tmp)
+                        np.multiply(x_b[:, offset : offset + L], Wt[c0:c1, j, t], out=tmp)
                         out += tmp
         valid = wide.reshape(o, self.oh, self.wp, n)[:, :, : self.ow]
         y = np.empty((o, self.oh, self.ow, n), self.dtype)
@@ -685,26 +689,27 @@ class GroupedConv2dPlan:
 
     def _flat_dW(self, dy_wide: np.ndarray, W: np.ndarray) -> np.ndarray:
         c, m, L = self.x_shape[1], self.multiplier, self._L
-        dW = np.empty((c, m, len(self._offsets)), self.dtype)
-        for ci in range(c):
-            x_c, dy_c = self._source[ci], dy_wide[ci]
-            for t, offset in enumerate(self._offsets):
-                np.matmul(dy_c, x_c[offset : offset + L], out=dW[ci, :, t])
-        return dW.reshape(W.shape)
+        dW = np.empty((len(self._offsets), c, m, 1), self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            x_b, dy_b = self._source[c0:c1], dy_wide[c0:c1]
+            for t, offset in enumerate(self._offsets):  # one (m, L) @ (L, 1) product per channel
+                np.matmul(dy_b, x_b[:, offset : offset + L, None], out=dW[t, c0:c1])
+        return np.ascontiguousarray(dW[..., 0].transpose(1, 2, 0)).reshape(W.shape)
 
     def _flat_input_grad(self, dy_wide: np.ndarray, W: np.ndarray) -> np.ndarray:
         n, c, h, w = self.x_shape
-        m, L, tmp = self.multiplier, self._L, self._tmp
+        m, L = self.multiplier, self._L
         pt, _, pl, _ = self.geom.padding
-        Wt = W.reshape(c, m, -1)
+        Wt = W.reshape(c, m, -1, 1)
         dx_flat = np.zeros(self._xflat.shape, self.dtype)
-        for ci in range(c):
-            dx_c = dx_flat[ci]
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            dx_b, tmp = dx_flat[c0:c1], self._tmp[: c1 - c0]
             for j in range(m):
-                dy_cj, w_cj = dy_wide[ci, j], Wt[ci, j]
                 for t, offset in enumerate(self._offsets):
-                    np.multiply(dy_cj, w_cj[t], out=tmp)
-                    target = dx_c[offset : offset + L]
+                    np.multiply(dy_wide[c0:c1, j], Wt[c0:c1, j, t], out=tmp)
+                    target = dx_b[:, offset : offset + L]
                     target += tmp
         dxp = dx_flat[:, : self._frame].reshape(c, self.hp, self.wp, n)
         return dxp[:, pt : pt + h, pl : pl + w].transpose(3, 0, 1, 2)
