@@ -1273,7 +1273,7 @@ def _layer_norm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
         gamma, beta = (ctx.layout.to_ours(p[None])[0] for p in (gamma, beta))
     else:
         ours = [_our_axis(ctx.layout, a) for a in k_axes]
-        back = np.argsort(np.argsort(ours))  # gamma's axes from Keras' order to ours (increasing our axes)
+        back = np.argsort(ours)  # gamma's axes from Keras' order to ours (increasing our axes)
         gamma, beta = (np.ascontiguousarray(p.transpose(back)) for p in (gamma, beta))
     layer = LayerNormalization(axis=tuple(sorted(ours)), eps=float(ln.epsilon), gamma=gamma, beta=beta, dtype=gamma.dtype)
     return [layer], 1, ctx.layout
