@@ -368,3 +368,6 @@ def test_every_new_layer_graph_keras_round_trip() -> None:
     expected = model.predict(x)
     assert_close(keras_predict(net, x), expected, 1e-12, "Keras twin")
     assert_close(interop.from_keras(net).predict(x), expected, 1e-12, "from_keras(to_keras(m))")
+    for dtype in (np.float64, np.float32):
+        report = verify.compare(model, x, data(model)[1], reference="keras", dtype=dtype)
+        assert report.ok, str(report)

@@ -294,7 +294,7 @@ def _depthwise_to_keras(layer: Convolution, ctx: KerasContext, layers: list[Any]
         conv.set_weights([np.asarray(w, dtype=ctx.dtype) for w in weights])
 
     def read(get):
-        out = {"W": np.ascontiguousarray(get(conv.depthwise_kernel).transpose(2, 3, 0, 1)).reshape(c * m, 1, kh, kw)}
+        out = {"W": np.ascontiguousarray(get(conv.kernel).transpose(2, 3, 0, 1)).reshape(c * m, 1, kh, kw)}
         if layer.use_bias:
             out["B"] = get(conv.bias)
         return out
