@@ -525,7 +525,7 @@ def torch_grouped_conv(layer: Convolution, x, params):
 
 def random_transposed_conv(rng: np.random.Generator, dtype: Any) -> tuple[TransposedConvolution, np.ndarray]:
     """Kernel 1-4, stride and dilation 1-3, padding 0-3 (an int, a pair or, 30%, (top, bottom, left,
-    right)), output_padding below max(stride, dilation), groups 1 (60%) or 2-3 with 1-3 channels per
+    right)), output_padding below max(stride, dilation), groups 1 (70%) or 2-3 with 1-3 channels per
     group, images 1-6 pixels a side, bias or not."""
     while True:
         kernel, stride, dilation = _conv_family_geometry(rng)
@@ -539,7 +539,7 @@ def random_transposed_conv(rng: np.random.Generator, dtype: Any) -> tuple[Transp
                for n, k, s, d, (p0, p1), op in zip((h, w), kernel, stride, dilation, (pads[:2], pads[2:]), output_padding)]
         if min(out) >= 1:
             break
-    groups = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
+    groups = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
     c_in, c_out = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
     layer = TransposedConvolution((c_in, h, w), kernel, c_out, padding=padding,
                                   stride=stride, output_padding=output_padding, dilation=dilation, groups=groups,

@@ -448,3 +448,32 @@ def test_save_load_round_trip_bit_for_bit(tmp_path):
     loaded.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_sweeps_cover_the_conv_family_geometry():
+    """The draws of ``test_reference_sweep.py`` reach every path: depthwise multipliers > 1 at
+    stride 1 (flat kernel) and strided, several group counts, and transposed convolutions with
+    groups, asymmetric padding, output_padding beyond padding (bias-only rows), stride, dilation."""
+    pytest.importorskip("torch")
+    import test_reference_sweep as sweep
+    from layer_cases import LAYER_CASES
+
+    seen: dict[str, set] = {}
+    for case in LAYER_CASES:
+        if case.name not in ("GroupedConvolution", "DepthwiseConvolution", "TransposedConvolution"):
+            continue
+        for seed in range(sweep.SEEDS_PER_CASE[case.name]):
+            layer, _ = case.make(sweep._rng(case.name, seed)[0], np.float64)
+            add = lambda key, value: seen.setdefault(f"{case.name}.{key}", set()).add(value)  # noqa: E731
+            add("groups", layer.groups)
+            add("stride1", layer.stride == (1, 1))
+            if case.name == "DepthwiseConvolution":
+                add("multiplier", layer.out_channels // layer.groups)
+            if case.name == "TransposedConvolution":
+                add("asymmetric", len(layer.padding) == 4)
+                add("extended", layer._extend != (0, 0))
+                add("dilated", layer.dilation != (1, 1))
+    assert {2, 3, 4} <= seen["GroupedConvolution.groups"]
+    assert {1, 2, 3} <= seen["DepthwiseConvolution.multiplier"] and seen["DepthwiseConvolution.stride1"] == {True, False}
+    for key in ("groups", "stride1", "asymmetric", "extended", "dilated"):
+        assert len(seen[f"TransposedConvolution.{key}"]) >= 2, key
