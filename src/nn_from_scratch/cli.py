@@ -17,6 +17,11 @@ and prints the test accuracy. Each model has its own defaults (``zoo.RECIPES``):
 ``--dataset mnist|fashion_mnist`` picks the data (default: the model's recipe).
 
 Any of ``--epochs``, ``--batch-size``, ``--lr``, ``--preprocessing`` overrides the recipe.
+``--dtype float64`` trains in double precision, ``--save PATH`` writes the trained model
+(safetensors), and ``--distributed`` trains data-parallel under MPI
+(``mpiexec -n 2 python -m mpi4py -m nn_from_scratch train --distributed``; the same weights as
+one process, up to rounding). ``python -m nn_from_scratch export MODEL.safetensors --onnx
+OUT.onnx`` converts a saved model to ONNX.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class TrainResult:
     epoch_losses: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     images_per_second: float = 0.0
+    root: bool = True  # False on the ranks other than 0 of a distributed run
 
 
 def accuracy(model: Sequential, x: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
@@ -80,10 +86,20 @@ def train(
     preprocessing: str | None = None,
     progress: bool = True,
     dataset: str | None = None,
+    dtype: str = "float32",
+    save: str | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train ``zoo.MODELS[model]`` on ``dataset`` (``"mnist"`` or ``"fashion_mnist"``; the first
     ``train_size`` images, default all) and measure its accuracy on the 10,000 test images.
-    Arguments left as None take the model's recipe (``zoo.RECIPES``)."""
+    Arguments left as None take the model's recipe (``zoo.RECIPES``).
+
+    ``dtype``: ``"float32"`` or ``"float64"`` (weights and inputs). ``save``: write the trained
+    model there (safetensors, :meth:`~nn_from_scratch.model_base.BaseModel.save`).
+    ``distributed``: data-parallel over the ranks of the MPI job this runs in
+    (:mod:`nn_from_scratch.distributed`; the same global batches as one process); rank 0 alone
+    shows progress and saves, and the test accuracy is measured on rank 0 only (``nan`` on the
+    other ranks)."""
     if model not in zoo.MODELS:
         raise ValueError(f"train: unknown model {model!r}; choose one of {sorted(zoo.MODELS)}")
     recipe = zoo.RECIPES.get(model, zoo.RECIPES["seed"])
@@ -94,10 +110,15 @@ def train(
     (x_train, y_train), (x_test, y_test) = load_dataset(recipe.dataset if dataset is None else dataset)
     if train_size is not None:
         x_train, y_train = x_train[:train_size], y_train[:train_size]
-    x_train = zoo.preprocess_images(x_train, preprocessing)
-    x_test = zoo.preprocess_images(x_test, preprocessing)
+    x_train = zoo.preprocess_images(x_train, preprocessing, dtype=np.dtype(dtype))
+    x_test = zoo.preprocess_images(x_test, preprocessing, dtype=np.dtype(dtype))
 
-    net = zoo.MODELS[model](seed=seed)
+    net = zoo.MODELS[model](seed=seed, dtype=np.dtype(dtype))
+    strategy = None
+    if distributed:
+        from .distributed import DataParallel
+
+        strategy = DataParallel()
     net.loss = SoftMaxLoss(label_smoothing=recipe.label_smoothing)
     net.optimizer = Adam(lr) if recipe.optimizer == "adam" else GradientDescent(
         lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
@@ -112,11 +133,14 @@ def train(
         callbacks.append(augment)
     start = time.perf_counter()
     history = net.fit(x_train, y_train.astype(np.intp), epochs=epochs, batch_size=batch_size, shuffle=True,
-                      callbacks=callbacks, verbose=1 if progress else 0)
+                      callbacks=callbacks, verbose=1 if progress else 0, distributed=strategy)
     seconds = time.perf_counter() - start
     n_seen = epochs * len(x_train)
-    return TrainResult(accuracy(net, x_test, y_test), history.history["loss"], seconds,
-                       n_seen / seconds if seconds else 0.0)
+    root = strategy is None or strategy.is_root
+    if save is not None and root:
+        net.save(save)
+    return TrainResult(accuracy(net, x_test, y_test) if root else float("nan"), history.history["loss"], seconds,
+                       n_seen / seconds if seconds else 0.0, root)
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -204,9 +228,23 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default=None,
                    help="standardize: (x - 33.318) / 78.567; scale: x / 255 (default: scale)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating type of the weights and inputs (default: float32)")
+    p.add_argument("--save", metavar="PATH", default=None, help="write the trained model to PATH (safetensors)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks: mpiexec -n 2 python -m mpi4py -m nn_from_scratch train --distributed")
+    e = commands.add_parser("export", help="convert a saved model (safetensors) to ONNX")
+    e.add_argument("model_path", metavar="MODEL.safetensors", help="a model written by train --save or model.save")
+    e.add_argument("--onnx", metavar="OUT.onnx", required=True, help="where to write the ONNX model")
+    e.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: interop.onnx.DEFAULT_OPSET)")
     args = parser.parse_args(argv)  # the types above refuse bad values: one line, exit status 2
+    if args.command == "export":
+        return _export(args.model_path, args.onnx, args.opset)
     result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
-                   args.preprocessing, progress=not args.no_progress, dataset=args.dataset)
+                   args.preprocessing, progress=not args.no_progress, dataset=args.dataset,
+                   dtype=args.dtype, save=args.save, distributed=args.distributed)
+    if not result.root:
+        return 0
     _print(f"trained {args.model} for {len(result.epoch_losses)} epoch(s) in {result.train_seconds:.1f} s "
            f"({result.images_per_second:.0f} images/s); last epoch loss {result.epoch_losses[-1]:.4f}")
     _print(f"test accuracy: {result.test_accuracy:.4f}")
