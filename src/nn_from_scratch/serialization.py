@@ -349,11 +349,40 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _fsync_directory(directory)
 
 
+_SAFETENSORS_NAMES = {np.dtype(v).str: k for k, v in {
+    "F16": "<f2", "F32": "<f4", "F64": "<f8", "BOOL": "|b1", "I8": "|i1", "I16": "<i2", "I32": "<i4", "I64": "<i8",
+    "U8": "|u1", "U16": "<u2", "U32": "<u4", "U64": "<u8"}.items()}
+
+
+def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of ``tensors`` and ``metadata``, deterministically.
+
+    The layout is the ``safetensors`` package's (data ordered by alignment then name, the
+    header padded with spaces to a multiple of 8 bytes), but the header's keys are always in the
+    same order -- the package writes its metadata map in a per-process random order -- so the
+    same model always gives the same bytes (save -> load -> save is byte-identical).
+    """
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k)):
+        a = _contiguous(np.asarray(tensors[name]))
+        dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
+        if dtype.str not in _SAFETENSORS_NAMES:
+            raise TypeError(f"save: cannot store {name!r} of dtype {a.dtype} in a safetensors file")
+        a = a.astype(dtype, copy=False)
+        header[name] = {"dtype": _SAFETENSORS_NAMES[dtype.str], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        chunks.append(a.reshape(-1).view(np.uint8).tobytes())
+        offset += a.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
+
+
 def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = True) -> None:
     """Write ``model`` to ``path`` as one safetensors file (see the module docstring), atomically."""
-    st_numpy, _ = _safetensors()
     tensors, metadata = model_to_tensors(model, include_optimizer)
-    atomic_write_bytes(path, st_numpy.save(tensors, metadata=metadata))
+    atomic_write_bytes(path, encode(tensors, metadata))
 
 
 # -- reading: the container ------------------------------------------------------------------
@@ -459,38 +488,44 @@ def _check_tensor_entry(name: str, entry: Any, path: str) -> tuple[np.dtype, tup
 
 
 def _read_container(path: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """The metadata and tensors of a safetensors file, every header field checked first."""
+    """The metadata and tensors of the safetensors file at ``path`` (a regular file)."""
     fd = _open_regular_file(path)
     with os.fdopen(fd, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size < 8:
-            raise _fail(path, "not a valid safetensors file (corrupt or truncated?): too short")
-        header_length = int.from_bytes(_read_exactly(file, 8, path), "little")
-        if header_length > min(_MAX_HEADER, size - 8):
-            raise _fail(path, "not a valid safetensors file (corrupt or truncated?): "
-                              f"its header claims {header_length} bytes")
-        header = _parse_json(bytes(_read_exactly(file, header_length, path)), path, "safetensors header")
-        if not isinstance(header, dict):
-            raise _fail(path, "not a valid safetensors file: the header is not a JSON object")
-        metadata = header.pop("__metadata__", {})
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise _fail(path, "the safetensors metadata is not a map of strings")
-        data_length = size - 8 - header_length
-        entries = {name: _check_tensor_entry(name, entry, path) for name, entry in header.items()}
-        # The data blocks must tile the buffer exactly: in order, no gap, no overlap, no tail.
-        position = 0
-        for _, _, begin, end in sorted(entries.values(), key=lambda e: (e[2], e[3])):
-            if begin != position:
-                raise _fail(path, "not a valid safetensors file: tensor data overlaps or leaves gaps")
-            position = end
-        if position != data_length:
-            raise _fail(path, "not a valid safetensors file (corrupt or truncated?): "
-                              f"the tensors hold {position} bytes, the file has {data_length}")
-        data = _read_exactly(file, data_length, path)
+        data = _read_exactly(file, os.fstat(file.fileno()).st_size, path)
+    return _parse_container(data, path)
+
+
+def _parse_container(data: bytes | bytearray, path: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The metadata and tensors of a safetensors byte string, every header field checked first.
+    The tensors are views of ``data`` (writable when it is a ``bytearray``)."""
+    size = len(data)
+    if size < 8:
+        raise _fail(path, "not a valid safetensors file (corrupt or truncated?): too short")
+    header_length = int.from_bytes(data[:8], "little")
+    if header_length > min(_MAX_HEADER, size - 8):
+        raise _fail(path, "not a valid safetensors file (corrupt or truncated?): "
+                          f"its header claims {header_length} bytes")
+    header = _parse_json(bytes(data[8 : 8 + header_length]), path, "safetensors header")
+    if not isinstance(header, dict):
+        raise _fail(path, "not a valid safetensors file: the header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _fail(path, "the safetensors metadata is not a map of strings")
+    start, data_length = 8 + header_length, size - 8 - header_length
+    entries = {name: _check_tensor_entry(name, entry, path) for name, entry in header.items()}
+    # The data blocks must tile the buffer exactly: in order, no gap, no overlap, no tail.
+    position = 0
+    for _, _, begin, end in sorted(entries.values(), key=lambda e: (e[2], e[3])):
+        if begin != position:
+            raise _fail(path, "not a valid safetensors file: tensor data overlaps or leaves gaps")
+        position = end
+    if position != data_length:
+        raise _fail(path, "not a valid safetensors file (corrupt or truncated?): "
+                          f"the tensors hold {position} bytes, the file has {data_length}")
     tensors = {}
     for name, (dtype, shape, begin, end) in entries.items():
-        flat = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin) if end > begin \
-            else np.empty(0, dtype=dtype)
+        flat = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=start + begin) \
+            if end > begin else np.empty(0, dtype=dtype)
         tensors[name] = flat.reshape(shape)
     return metadata, tensors
 
@@ -671,7 +706,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     """
     _safetensors()  # the same dependency as saving, for a clear message when it is missing
     path = os.fspath(path)
-    metadata, tensors = _read_container(path)
+    return _verify(*_read_container(path), path)
+
+
+def _verify(metadata: dict[str, str], tensors: dict[str, np.ndarray], path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if metadata.get("format") != FORMAT:
         raise _fail(path, f"a safetensors file, but not a model saved by nn_from_scratch (its metadata has "
                           f"format={str(metadata.get('format'))[:40]!r}, expected {FORMAT!r})")
@@ -780,7 +818,17 @@ def load_model(path: str | os.PathLike) -> Any:
     :class:`ModelFileError`.
     """
     path = os.fspath(path)
-    architecture, tensors = read_model_file(path)
+    return _rebuild(*read_model_file(path), path)
+
+
+def load_model_bytes(data: bytes | bytearray, name: str = "<bytes>") -> Any:
+    """:func:`load_model` for the contents of a model file held in memory (``name`` appears in
+    the error messages). The same checks; any problem raises :class:`ModelFileError`."""
+    _safetensors()
+    return _rebuild(*_verify(*_parse_container(bytearray(data), name), name), name)
+
+
+def _rebuild(architecture: dict[str, Any], tensors: dict[str, np.ndarray], path: str) -> Any:
     layers = [_build_layer(i, entry, tensors, path) for i, entry in enumerate(architecture["layers"])]
     loss = None if architecture["loss"] is None else _build_other(architecture["loss"], LOSSES, "loss", path)
     opt_entry = architecture["optimizer"]
