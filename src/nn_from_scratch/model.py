@@ -24,7 +24,8 @@ class Sequential(BaseModel):
     Layer shapes are inferred from ``input_shape`` (per sample, no batch size) or from the first
     input. With ``seed=``, every random draw of the model -- initial weights, shuffling,
     dropout -- comes from one ``numpy.random.Generator``, so the same seed gives the same model,
-    bit for bit, after the same training. Layers taken from another model keep their weights.
+    bit for bit, after the same training at the same BLAS thread count (README, "Reliability").
+    Layers taken from another model keep their weights.
 
     Training versus inference mode is the model's business: ``fit`` and ``train_step`` run the
     layers with ``layer.training = True``; ``predict``, ``evaluate`` and ``forward`` (by default)
