@@ -27,8 +27,9 @@ class BaseModel:
 
     With ``seed=``, every random draw of the model -- initial weights, shuffling, dropout --
     comes from one ``numpy.random.Generator``, so the same seed gives the same model, bit for
-    bit, after the same training at the same BLAS thread count (README, "Reliability"). A layer that already belongs to a model (it was trained, or
-    loaded) or whose weights the user passed keeps its weights: only fresh layers are drawn.
+    bit, after the same training at the same BLAS thread count (README, "Reliability"). A
+    layer that already belongs to a model (it was trained, or loaded) or whose weights the
+    user passed keeps its weights: only fresh layers are drawn.
     """
 
     layers: list[Layer]
