@@ -3,6 +3,7 @@
 * :func:`to_torch` / :func:`from_torch` -- ``torch.nn.Sequential`` (NCHW, like us);
 * :func:`to_keras` / :func:`from_keras` -- Keras ``Sequential`` (NHWC), run on any Keras backend
   (``KERAS_BACKEND=torch`` is chosen when none is set and TensorFlow is absent).
+* :func:`to_onnx` / :func:`from_onnx` -- ONNX files (:mod:`.onnx`; ``pip install nn_from_scratch[onnx]``).
 
 Graph models (:class:`nn_from_scratch.graph.Model`) convert too: to a ``GraphModule`` for torch
 (and back), to and from a functional ``keras.Model``; a shared layer stays shared.
