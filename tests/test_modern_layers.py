@@ -56,6 +56,21 @@ def test_erf_and_erfc_are_within_a_few_ulps_of_libm():
         assert abs(erfc[i] - want) <= 6 * ULP * abs(want) + 1e-320, (v, erfc[i], want)
 
 
+def test_float32_erf_and_erfc_are_within_a_few_float32_ulps_of_libm():
+    """float32 evaluates in float32 with the series cut to what float32 resolves."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.uniform(-1, 1, 3000), rng.uniform(-6, 6, 3000), rng.uniform(-12, 12, 3000),
+                        [0.0, 1.0, -1.0, 2.0, 4.0, 8.0, 9.9, 10.5, 16.0, 30.0]]).astype(np.float32)
+    erf, erfc = kernels.erf(x), kernels.erfc(x)
+    assert erf.dtype == erfc.dtype == np.float32
+    tiny = float(np.finfo(np.float32).tiny)
+    for i, v in enumerate(x.astype(np.float64)):
+        want = math.erf(v)
+        assert abs(float(erf[i]) - want) <= 4 * 2.0**-23 * abs(want) + tiny, (v, erf[i], want)
+        want = math.erfc(v)
+        assert abs(float(erfc[i]) - want) <= 6 * 2.0**-23 * abs(want) + tiny, (v, erfc[i], want)
+
+
 def test_erfc_tail_against_mpmath():
     """Down to erfc's underflow (x ~ 26.5), relative error within a few ulps, where 1 - erf has none left."""
     mpmath = pytest.importorskip("mpmath")
