@@ -300,7 +300,7 @@ def test_a_torch_export_imports_and_predicts_as_torch(images, tmp_path) -> None:
             self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
             self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
             self.head = nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(3, stride=2, padding=1), nn.Flatten(),
-                                      nn.Linear(8 * 7 * 7, 32), nn.ELU(0.5), nn.Linear(32, 10))
+                                      nn.Linear(8 * 7 * 7, 32), nn.GELU(), nn.ELU(0.5), nn.Linear(32, 10))
 
         def forward(self, x):
             h = self.stem(x)
@@ -319,6 +319,7 @@ def test_a_torch_export_imports_and_predicts_as_torch(images, tmp_path) -> None:
     model = from_onnx(path)
     assert isinstance(model, Model)
     assert any(isinstance(layer, AveragePooling) and layer.count_include_pad for layer in model.layers)
+    assert any(isinstance(layer, GELU) for layer in model.layers)  # torch's erf formula, fused back
     with torch.no_grad():
         expected = module(torch.from_numpy(images)).numpy()
     got = model.predict(images, batch_size=500)

@@ -681,6 +681,9 @@ def from_onnx_model(proto: onnx.ModelProto, loss: Any = None, optimizer: Any = N
             layers = [shared[tag["layer"]]]
         elif tag is not None and tag.get("class") in registry:
             layers = [_rebuild(tag, group, imp, registry, shapes, args)]
+        elif tag is None and _is_gelu_formula(nodes[i : i + 5], imp):
+            group = nodes[i : i + 5]  # torch's GELU below opset 20: x * (erf(x / sqrt 2) + 1) * 0.5
+            layers = [GELU()]
         else:
             if len(group) > 1 or node.op_type not in FROM_ONNX:
                 supported = ", ".join(sorted(FROM_ONNX))
@@ -710,6 +713,24 @@ def from_onnx_model(proto: onnx.ModelProto, loss: Any = None, optimizer: Any = N
     if is_chain and output is last and chain and exported_as.get("model") != "Model":
         return Sequential(chain, loss=loss, optimizer=optimizer, input_shape=input_shape)
     return Model(x, output, loss=loss, optimizer=optimizer)
+
+
+def _is_gelu_formula(nodes: list[onnx.NodeProto], imp: _Importer) -> bool:
+    """``Div(x, sqrt 2) -> Erf -> Add(., 1) -> Mul(x, .) -> Mul(., 0.5)``, what ``torch.onnx.export``
+    writes for ``nn.GELU()`` below opset 20 (either operand order of the Add and the Muls)."""
+    if [n.op_type for n in nodes] != ["Div", "Erf", "Add", "Mul", "Mul"]:
+        return False
+    div, erf, add, mul, half = nodes
+
+    def scalar(node: onnx.NodeProto, other: str) -> float | None:
+        names = [n for n in node.input if n != other]
+        value = imp.consts.get(names[0]) if len(names) == 1 else None
+        return float(value) if value is not None and value.size == 1 else None
+
+    x = div.input[0]
+    sqrt2, one, h = scalar(div, x), scalar(add, erf.output[0]), scalar(half, mul.output[0])
+    return (erf.input[0] == div.output[0] and sorted(mul.input) == sorted([x, add.output[0]])
+            and sqrt2 is not None and abs(sqrt2 - 2 ** 0.5) < 1e-6 and one == 1.0 and h == 0.5)
 
 
 def _rebuild(tag: dict[str, Any], group: list[onnx.NodeProto], imp: _Importer, registry: dict[str, type],
