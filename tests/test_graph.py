@@ -208,6 +208,8 @@ def test_merge_layers_refuse_mismatched_shapes_naming_the_layer():
         Concatenate(axis=0)
     with pytest.raises(TypeError, match="list of at least two"):
         Add().forward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="same number of axes"):
+        Multiply(name="gate")([a, Input(shape=(2,))])
 
 
 # -- building graphs: errors ------------------------------------------------------------------

@@ -76,6 +76,9 @@ class Add(_Merge):
     """
 
     def compute_output_shape(self, input_shape: Sequence[Shape]) -> Shape:
+        if len({len(s) for s in input_shape}) != 1:
+            # (N, C, H, W) with (N, C) would align C with W: say so instead of guessing.
+            raise self._shapes_error(input_shape, "the inputs need the same number of axes (use Reshape, e.g. to (C, 1, 1))")
         try:
             return np.broadcast_shapes(*input_shape)
         except ValueError:
