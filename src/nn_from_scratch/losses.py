@@ -109,9 +109,9 @@ class SoftMaxLoss(Loss):
 
     Soft labels need not sum to one (multi-hot, unnormalised): the gradient carries the row sum
     ``sum_k t[n,k]`` (1 for integer labels). With ``label_smoothing = a`` in ``[0, 1]``,
-    ``t <- (1 - a) t + a / K``; for integer labels the loss is then
-    ``(1 - a) * L_label + a * mean_k(-log softmax(z)_k)``. Both as PyTorch (and Keras) do;
-    torch also accepts a negative or NaN ``a``, which we refuse deliberately.
+    ``t <- (1 - a) t + a / K`` (for integer labels too: torch's ``(1 - a) * L_label +
+    a * mean_k(-log softmax(z)_k)`` is the same sum). Both as PyTorch (and Keras) do; torch
+    also accepts a negative or NaN ``a``, which we refuse deliberately.
 
     Infinite logits and an overflowing logit spread follow torch too: with integer labels only
     the label's log-probability enters the loss, so a ``-inf`` logit elsewhere leaves it finite
@@ -140,23 +140,22 @@ class SoftMaxLoss(Loss):
             sum_exp = exp.sum(axis=1, keepdims=True)
             log_softmax = shifted - np.log(sum_exp)
             self._softmax = exp / sum_exp
-            if labels is not None:
-                target = np.zeros(z.shape, dtype=z.dtype)
-                target[np.arange(n), labels] = 1
-                per_sample = -log_softmax[np.arange(n), labels]
-                loss = per_sample.sum() / n
-                if a:
-                    loss = (1 - a) * loss + a * (-log_softmax.sum() / (n * k))
-                    per_sample = (1 - a) * per_sample + a * (-log_softmax.sum(axis=1) / k)
-                    target = target * (1 - a) + a / k
-                self._target_sum = None  # every row sums to one
-            else:
-                target = one_hot_targets(y_true, z.shape, z.dtype, self.name)
-                if a:
-                    target = target * (1 - a) + a / k
-                loss = -np.sum(target * log_softmax) / n
-                per_sample = -np.sum(target * log_softmax, axis=1)
-                self._target_sum = target.sum(axis=1, keepdims=True)
+            target = one_hot_targets(y_true if labels is None else labels, z.shape, z.dtype, self.name)
+            # Row sums of the smoothed target, from the raw ones: (1 - a) * 1 + a is exactly 1,
+            # so one-hot labels get exactly the gradient of integer labels.
+            target_sum = None if labels is not None else target.sum(axis=1, keepdims=True) * (1 - a) + a
+            if a:
+                target = target * (1 - a) + a / k
+            terms = target * log_softmax
+            if labels is not None and not a and not np.isfinite(log_softmax).all():
+                # Only the label's log-probability counts: a -inf elsewhere adds nothing
+                # (torch's nll_loss gathers it), where 0 * -inf would be NaN.
+                terms[target == 0] = 0
+            # One sum for both kinds of labels: integer labels give exactly the value of their
+            # one-hot form.
+            loss = -np.sum(terms) / n
+            per_sample = -np.sum(terms, axis=1)
+            self._target_sum = target_sum  # None: every row sums to 1
         self._per_sample = per_sample
         self._target = target
         return z.dtype.type(loss)
