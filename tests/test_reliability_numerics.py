@@ -346,3 +346,4 @@ def test_valid_hyperparameters_are_still_accepted():
     Adam(1e-3, eps=0.0)
     Linear(np.int64(10), 10)
     Convolution(np.int32(1), kernel_size=(3, 3), output_layers=np.int64(2), stride=(1, 2), padding=(1, 1))
+    Convolution(1, kernel_size=np.array([3, 3]), stride=np.array([1, 2]), padding=np.array([1, 1]))
