@@ -91,7 +91,7 @@ class IDXDataset:
             except DatasetFileError as error:
                 if not download:
                     raise
-                warnings.warn(f"{error}; downloading it again", RuntimeWarning, stacklevel=4)
+                warnings.warn(f"{error}; downloading it again", RuntimeWarning, stacklevel=5)  # the caller of mnist.load_data
         elif not download:
             hint = "the package was installed without its data; " if directory == self.bundled else ""
             raise FileNotFoundError(
