@@ -2,8 +2,9 @@
 
 Modes (argv[1]):
 
-* ``train DATA.npz OUT_DIR``: trains the three networks of ``CASES`` data-parallel (float64,
-  ``distributed=True``) on the data in DATA.npz and writes, per rank, ``OUT_DIR/{case}_rank{r}.npz``
+* ``train DATA.npz OUT_DIR [CASE ...]``: trains the networks of ``CASES`` (or those named)
+  data-parallel (float64, ``distributed=True``; ``lenet_bn_local``: ``DataParallel(sync_batch_norm=False)``)
+  on the data in DATA.npz and writes, per rank, ``OUT_DIR/{case}_rank{r}.npz``
   with the weights, the buffers, the history and the sizes of the batches this rank's loss saw.
   Ranks other than 0 build their model from another seed, so equal results also show that
   rank 0's weights and generator were broadcast.
@@ -29,7 +30,7 @@ def build(case: str, seed: int):
     elif case == "lenet_adam":
         model = zoo.lenet5(dtype=np.float64, seed=seed, batch_norm=False)
         model.optimizer = Adam(2e-3)
-    elif case == "lenet_bn_adam":
+    elif case in ("lenet_bn_adam", "lenet_bn_local"):
         model = zoo.lenet5(dtype=np.float64, seed=seed, batch_norm=True)
         model.optimizer = Adam(2e-3)
     else:
@@ -49,13 +50,15 @@ def state(model) -> dict[str, np.ndarray]:
     return out
 
 
-def train(data: str, out_dir: str) -> None:
+def train(data: str, out_dir: str, cases: tuple[str, ...] = CASES) -> None:
     from mpi4py import MPI
+
+    from nn_from_scratch.distributed import DataParallel
 
     rank = MPI.COMM_WORLD.Get_rank()
     arrays = np.load(data)
     x, y = arrays["x"], arrays["y"]
-    for case in CASES:
+    for case in cases:
         model = build(case, seed=0 if rank == 0 else 100 + rank)
         seen: list[int] = []
         forward = model.loss.forward
@@ -65,7 +68,8 @@ def train(data: str, out_dir: str) -> None:
             return _forward(output, target)
 
         model.loss.forward = recording_forward
-        history = model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0, distributed=True)
+        strategy = DataParallel(sync_batch_norm=False) if case == "lenet_bn_local" else True
+        history = model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0, distributed=strategy)
         np.savez(f"{out_dir}/{case}_rank{rank}.npz", seen=np.array(seen), loss=np.array(history.history["loss"]),
                  accuracy=np.array(history.history["accuracy"]), **state(model))
 
@@ -90,7 +94,7 @@ def fail(step: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "train":
-        train(sys.argv[2], sys.argv[3])
+        train(sys.argv[2], sys.argv[3], tuple(sys.argv[4:]) or CASES)
     elif sys.argv[1] == "fail":
         fail(int(sys.argv[2]))
     else:

@@ -89,7 +89,9 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_data_parallel_training_matches_one_process(ranks: int, data, one_process, tmp_path: Path) -> None:
     path, x, _ = data
-    run = _mpirun(ranks, [str(HERE / "mpi_worker.py"), "train", str(path), str(tmp_path)], timeout=240)
+    extra = ["lenet_bn_local"] if ranks == 2 else []
+    run = _mpirun(ranks, [str(HERE / "mpi_worker.py"), "train", str(path), str(tmp_path), *mpi_worker.CASES, *extra],
+                  timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     steps = -(-len(x) // mpi_worker.BATCH)
     assert steps >= 40 and len(x) % mpi_worker.BATCH  # enough steps, and a short last batch
@@ -112,6 +114,14 @@ def test_data_parallel_training_matches_one_process(ranks: int, data, one_proces
         # Training moved the weights (a run that did nothing would not be a check).
         initial = mpi_worker.state(mpi_worker.build(case, seed=0))
         assert any(not np.allclose(reference[k], initial[k]) for k in reference if k.startswith("p."))
+    if ranks == 2:
+        # Per-shard batch norm (sync_batch_norm=False): the ranks stay identical (rank 0's running
+        # statistics are broadcast), but the statistics are no longer the global batch's.
+        reference, _ = one_process["lenet_bn_adam"]
+        results = [dict(np.load(tmp_path / f"lenet_bn_local_rank{r}.npz")) for r in range(ranks)]
+        for key in reference:
+            assert np.array_equal(results[0][key], results[1][key]), key
+        assert max(_relative(results[0][k], reference[k]) for k in reference) > 1e-6
 
 
 def test_cli_distributed_saves_the_weights_of_one_process(tmp_path: Path) -> None:

@@ -92,7 +92,8 @@ class DataParallel:
     Args:
         comm: an ``mpi4py`` intracommunicator (default ``MPI.COMM_WORLD``).
         sync_batch_norm: synchronise batch-norm statistics over the ranks (default True);
-            False gives per-rank statistics, as plain DistributedDataParallel.
+            False normalises each shard by its own statistics, as plain DistributedDataParallel,
+            and broadcasts rank 0's running statistics after each step (its ``broadcast_buffers``).
         root: the rank whose weights, generator and shuffle everyone takes (default 0).
 
     Example:
@@ -142,17 +143,7 @@ class DataParallel:
             if other != signatures[self.root]:
                 raise ValueError(f"DataParallel: rank {rank} holds a different model than rank {self.root} "
                                  "(layers, parameter shapes or dtypes differ)")
-        seen: set[int] = set()
-        for a in arrays:  # one broadcast per array: dtypes differ (float weights, int64 counters)
-            if id(a) in seen:
-                continue
-            seen.add(id(a))
-            if a.flags.c_contiguous:
-                self.comm.Bcast(a, root=self.root)
-            else:
-                tmp = np.ascontiguousarray(a)
-                self.comm.Bcast(tmp, root=self.root)
-                a[...] = tmp
+        self._broadcast(arrays)
         model.rng.bit_generator.state = self.comm.bcast(model.rng.bit_generator.state, root=self.root)
         self._synced = []
         if self.sync_batch_norm:
@@ -162,6 +153,20 @@ class DataParallel:
                 if isinstance(layer, BatchNormalization):
                     layer.sync = self
                     self._synced.append(layer)
+
+    def _broadcast(self, arrays: Sequence[np.ndarray]) -> None:
+        """Root's values of ``arrays``, in place, on every rank (one broadcast per array: dtypes differ)."""
+        seen: set[int] = set()
+        for a in arrays:
+            if id(a) in seen:
+                continue
+            seen.add(id(a))
+            if a.flags.c_contiguous:
+                self.comm.Bcast(a, root=self.root)
+            else:
+                tmp = np.ascontiguousarray(a)
+                self.comm.Bcast(tmp, root=self.root)
+                a[...] = tmp
 
     def teardown(self, model: TrainableModel) -> None:
         """Back to per-process batch norm (inference and later single-process steps)."""
@@ -206,6 +211,10 @@ class DataParallel:
         # collective calls (synchronised batch norm); allreduce() zeroes its contributions.
         xb = cast_batch(model, x[mine if n_local else index[:1]])
         yb = y[mine]
+        # As training.train_batch: buffers (batch-norm statistics) are put back when the step is
+        # not taken (a non-finite global loss, or an exception before the step).
+        buffers = [(b, b.copy()) for layer in model.layers for b in layer.buffers().values()]
+        applied = False
         try:
             model.zero_grad()
             output = model.forward(xb, training=True)
@@ -258,9 +267,17 @@ class DataParallel:
                     metric.update(global_output, global_y)
             if math.isfinite(loss):
                 model.optimizer.step(model.layers)
+                applied = True
         finally:
             self._ghost = False
+            if not applied:
+                for target, value in buffers:
+                    target[...] = value
             model.zero_grad()
+        if buffers and not self.sync_batch_norm:
+            # Per-rank statistics differ: rank 0's are everyone's (DistributedDataParallel's
+            # broadcast_buffers), so the ranks stay identical.
+            self._broadcast([target for target, _ in buffers])
         return loss, n
 
 
