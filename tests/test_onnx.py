@@ -114,9 +114,19 @@ def corner_cases(dtype=np.float32, seed=0, single_ops: bool = False) -> Model:
     return Model(x, SoftMax()(z), seed=seed)
 
 
+def shared_layer(dtype=np.float32, seed=0) -> Model:
+    """One convolution and one batch norm called at two places: their weights are shared in the file."""
+    x = Input((1, 28, 28))
+    conv, norm = Convolution(kernel_size=3, output_layers=4, padding=1, dtype=dtype), BatchNormalization(dtype=dtype)
+    expand = Convolution(kernel_size=1, output_layers=4, dtype=dtype)(x)
+    h = ReLU()(norm(conv(expand)))
+    h = ReLU()(norm(conv(h)))
+    return Model(x, Linear(output_dim=10, dtype=dtype)(Vectorization()(MaxPooling(4)(h))), seed=seed)
+
+
 def _models() -> dict:
     models = {"seed_cnn": lambda: zoo.seed_cnn(seed=0), "lenet_bn": lambda: zoo.lenet5(seed=0, batch_norm=True),
-              "residual_depthwise": residual_depthwise, "corner_cases": corner_cases}
+              "residual_depthwise": residual_depthwise, "corner_cases": corner_cases, "shared_layer": shared_layer}
     for name in ("resnet", "mobilenet"):
         if hasattr(zoo, name):
             models[name] = lambda name=name: getattr(zoo, name)(seed=0)
@@ -159,6 +169,8 @@ def test_round_trip_is_bit_for_bit(name: str, built_models, images, tmp_path) ->
             assert a.dtype == b.dtype and np.array_equal(a, b)
         assert [layer.get_config() for layer in back.layers] == [layer.get_config() for layer in model.layers]
         assert np.array_equal(back.predict(images[:100]), model.predict(images[:100]))
+        if name == "shared_layer":  # still one layer object at two nodes
+            assert len(back.layers) == len(model.layers) < len(back.nodes)
 
 
 def test_float64_round_trip_and_the_onnxruntime_float64_conv_trap(images) -> None:

@@ -8,7 +8,7 @@ ours                           ONNX
 =============================  ==========================================================
 Convolution (groups)           Conv (``group``)
 TransposedConvolution          ConvTranspose (``output_padding``, ``group``)
-Linear                         Gemm (2-D input); MatMul + Add otherwise
+Linear                         Gemm (``B`` = rows 1.., ``C`` = row 0 of our ``W``)
 BatchNormalization             BatchNormalization (inference: running statistics)
 LayerNormalization             LayerNormalization (opset >= 17, trailing axes); else
                                ReduceMean / Sub / Mul / Sqrt / Div
@@ -159,10 +159,9 @@ def _conv_transpose(layer: TransposedConvolution, ex: _Exporter, xs: list[str]) 
 
 @TO_ONNX.register(Linear)
 def _linear(layer: Linear, ex: _Exporter, xs: list[str]) -> str:
+    # Our W is (n_in + 1, n_out) with the bias in row 0: Gemm's B and C.
     weight, bias = ex.weight(layer, "weight", layer.W[1:]), ex.weight(layer, "bias", layer.W[0])
-    if len(layer.input_shape) == 1:
-        return ex.node("Gemm", [xs[0], weight, bias])
-    return ex.node("Add", [ex.node("MatMul", [xs[0], weight]), bias])
+    return ex.node("Gemm", [xs[0], weight, bias])
 
 
 @TO_ONNX.register(BatchNormalization)
@@ -751,8 +750,6 @@ def _rebuild(tag: dict[str, Any], group: list[onnx.NodeProto], imp: _Importer, r
     else:
         # Several operators (a formula): the initializers the tag names.
         sources = {key: imp.consts[name] for key, name in (tag.get("arrays") or {}).items() if name in imp.consts}
-        if isinstance(layer, Linear):
-            sources = {"W": np.concatenate([sources["bias"][None], sources["weight"]])}
     for key, target in targets.items():
         if key not in sources:
             if key == "num_batches_tracked":
