@@ -95,3 +95,57 @@ def test_keras_twin_reads_batch_norm_running_statistics_back_in_our_layout():
     back = twin.read_buffers(keras_interop.variable_array)
     np.testing.assert_array_equal(back["running_mean"], bn.running_mean)
     np.testing.assert_allclose(back["running_var"], bn.running_var)
+
+
+def test_read_idx_bytes_decodes_a_hand_written_file_and_its_gzip():
+    import gzip
+    import struct
+
+    from nn_from_scratch.datasets.idx import read_idx_bytes
+
+    values = np.array([[1, -2, 3], [400, 5, -6]], dtype=">i2")
+    raw = struct.pack(">HBB", 0, 0x0B, 2) + struct.pack(">2I", 2, 3) + values.tobytes()  # magic, int16, dims
+    for data in (raw, gzip.compress(raw)):
+        got = read_idx_bytes(data)
+        assert got.shape == (2, 3)
+        np.testing.assert_array_equal(got, [[1, -2, 3], [400, 5, -6]])
+
+
+def test_erf_and_erfc_match_the_standard_library():
+    import math
+
+    from nn_from_scratch import kernels
+
+    x = np.array([-np.inf, -6.0, -2.5, -0.3, 0.0, 1e-8, 0.5, 1.7, 4.0, 27.0, np.inf, np.nan])
+    expected = np.array([math.erf(v) if np.isfinite(v) else (np.sign(v) if np.isinf(v) else np.nan) for v in x])
+    np.testing.assert_allclose(kernels.erf(x), expected, rtol=4e-16, atol=0, equal_nan=True)
+    complement = np.array([math.erfc(v) if np.isfinite(v) else (0.0 if v > 0 else 2.0) if np.isinf(v) else np.nan for v in x])
+    np.testing.assert_allclose(kernels.erfc(x), complement, rtol=1e-14, atol=0, equal_nan=True)
+
+
+def test_bilinear_upsampling_reference_matches_torch():
+    torch = pytest.importorskip("torch")
+    from nn_from_scratch import kernels
+
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 5))
+    expected = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=(2, 3), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(kernels.upsample_bilinear2d_reference(x, (2, 3)), expected.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_reprs_of_a_graph_model_a_comparison_row_and_torch_helper_modules():
+    pytest.importorskip("torch")
+    from nn_from_scratch import Input, interop
+    from nn_from_scratch.graph import Model
+    from nn_from_scratch.nodes import Concatenate
+    from nn_from_scratch.verify import compare
+
+    inputs = Input((4,))
+    a, b = Linear(None, 3, dtype=np.float64)(inputs), Linear(None, 2, dtype=np.float64)(inputs)
+    model = Model(inputs, Concatenate()([a, b]), loss=MSELoss())
+    assert repr(model) == "Model((4,) -> (5,), 3 nodes)"
+    twin = interop.to_torch(model)
+    assert "TorchConcatenate(dim=1)" in repr(twin)
+    rng = np.random.default_rng(3)
+    report = compare(model, rng.normal(size=(2, 4)), rng.normal(size=(2, 5)), reference="torch", dtype=np.float64)
+    row = repr(report.rows[0])
+    assert row.startswith("LayerComparison(") and "max_rel=" in row
