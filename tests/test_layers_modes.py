@@ -103,7 +103,28 @@ def test_dropout_mask_changes_between_forwards() -> None:
     layer = Dropout(0.5)
     layer.rng = np.random.default_rng(0)
     x = np.ones((4, 64))
-    assert not np.array_equal(layer.forward(x), layer.forward(x))
+    first, second = layer.forward(x), layer.forward(x)
+    assert not np.array_equal(first, second)
+    # The positive twin: a layer on the same seed draws the same two masks, in the same order.
+    twin = Dropout(0.5)
+    twin.rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(twin.forward(x), first)
+    np.testing.assert_array_equal(twin.forward(x), second)
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.6])
+def test_dropout_mask_elements_are_independent_of_position_and_of_each_other(rate: float) -> None:
+    """The mask's law, checked through its statistics (not a copy of the rule): every position
+    is kept with probability 1 - rate, and whether a neighbour was kept says nothing."""
+    layer = Dropout(rate)
+    layer.rng = np.random.default_rng(int(rate * 100))
+    n, width = 4000, 25
+    kept = layer.forward(np.ones((n, width))) != 0
+    keep = 1 - rate
+    sigma = np.sqrt(keep * rate / n)  # binomial standard deviation of one column's kept share
+    assert np.all(np.abs(kept.mean(axis=0) - keep) < 5 * sigma)
+    both = np.mean(kept[:, 1:] & kept[:, :-1])  # neighbours kept together: keep^2 if independent
+    assert abs(both - keep**2) < 5 * np.sqrt(keep**2 * (1 - keep**2) / (n * (width - 1)))
 
 
 def test_dropout_in_a_model_is_on_for_training_off_for_predict_and_seeded() -> None:
