@@ -497,3 +497,26 @@ def test_sweep_draws_cover_the_configurations():
         groups.add(layer.groups)
         spatial.add(x.ndim - 2)
     assert factors == {1, 2, 3, 4} and groups == {1, 2, 3, 4} and spatial == {0, 1, 2}
+
+
+def test_a_cnn_built_from_the_new_layers_learns_mnist():
+    """Group norm, GELU, channel layer norm, SiLU and bilinear upsampling in one float32 CNN: two epochs
+    on 2,000 MNIST digits reach >= 85% on 1,000 test digits (0.892 measured; chance is 0.10)."""
+    from nn_from_scratch import Sequential
+    from nn_from_scratch.datasets import mnist
+    from nn_from_scratch.losses import SoftMaxLoss
+    from nn_from_scratch.neurons import Convolution, Linear
+    from nn_from_scratch.nodes import MaxPooling, Vectorization
+    from nn_from_scratch.optimizers import Adam
+
+    (x_train, y_train), (x_test, y_test) = mnist.load_data()
+    x_train, x_test = (x[:n, None].astype(np.float32) / 255 for x, n in ((x_train, 2000), (x_test, 1000)))
+    model = Sequential([
+        Convolution(kernel_size=3, output_layers=8, padding="same"), GroupNormalization(2), GELU(), MaxPooling(2),
+        Convolution(kernel_size=3, output_layers=16, padding="same"), LayerNormalization(axis=1), SiLU(), MaxPooling(2),
+        UpSampling2D(2, interpolation="bilinear"), MaxPooling(2), Vectorization(), Linear(output_dim=10),
+    ], loss=SoftMaxLoss(), optimizer=Adam(3e-3), input_shape=(1, 28, 28), seed=0)
+    history = model.fit(x_train, y_train[:2000], epochs=2, batch_size=32, verbose=0)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    accuracy = float((model.predict(x_test).argmax(axis=1) == y_test[:1000]).mean())
+    assert accuracy >= 0.85, accuracy
