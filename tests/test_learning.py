@@ -53,7 +53,7 @@ def test_cli_rejects_bad_arguments(capsys):
         cli.main(["train", "--model", "no-such-model"])
     with pytest.raises(SystemExit):
         cli.main(["train", "--lr", "-1"])
-    assert "--lr must be positive" in capsys.readouterr().err
+    assert "argument --lr: expected a positive finite number, got '-1'" in capsys.readouterr().err
 
 
 def printed_results(out: str) -> tuple[float, float]:
