@@ -149,3 +149,35 @@ def test_reprs_of_a_graph_model_a_comparison_row_and_torch_helper_modules():
     report = compare(model, rng.normal(size=(2, 4)), rng.normal(size=(2, 5)), reference="torch", dtype=np.float64)
     row = repr(report.rows[0])
     assert row.startswith("LayerComparison(") and "max_rel=" in row
+
+
+def test_torch_twin_of_a_layer_norm_over_the_channel_axis():
+    torch = pytest.importorskip("torch")
+    from nn_from_scratch import interop
+    from nn_from_scratch.neurons import LayerNormalization
+
+    model = Sequential([LayerNormalization(axis=1, dtype=np.float64)], input_shape=(3, 4, 5))
+    twin = interop.to_torch(model)
+    assert "LayerNormOverAxes(axes=(1,), shape=(3,), eps=1e-05)" in repr(twin)
+    x = np.random.default_rng(4).normal(size=(2, 3, 4, 5))
+    # Reference: torch's layer_norm over the last axis of the channels-last tensor.
+    expected = torch.nn.functional.layer_norm(torch.tensor(x).movedim(1, -1), (3,), eps=1e-5).movedim(-1, 1)
+    np.testing.assert_allclose(twin(torch.tensor(x)).detach().numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_keras_twin_of_a_log_softmax_over_axis_1_keeps_its_axis_in_the_config():
+    from conftest import keras_or_skip
+
+    keras_or_skip()
+    import torch
+
+    from nn_from_scratch import interop
+    from nn_from_scratch.nodes import LogSoftMax
+
+    twin = interop.to_keras(Sequential([LogSoftMax(axis=1)], input_shape=(4, 5)), dtype=np.float64)
+    layer = twin.layers[-1]
+    assert layer.get_config()["axis"] == 1
+    x = np.random.default_rng(5).normal(size=(2, 4, 5))
+    expected = torch.log_softmax(torch.tensor(x), dim=1).numpy()
+    np.testing.assert_allclose(type(layer).from_config(layer.get_config())(torch.tensor(x)).detach().numpy(), expected,
+                               rtol=1e-6, atol=1e-6)
