@@ -27,6 +27,8 @@ def build(case: str, seed: int):
     if case == "seed_sgd":
         model = zoo.seed_cnn(dtype=np.float64, seed=seed)
         model.optimizer = GradientDescent(0.1)
+        # F1 is read off a confusion matrix (no count to sum): the outputs are gathered from the ranks.
+        model.compile(metrics=["accuracy", "f1"])
     elif case == "lenet_adam":
         model = zoo.lenet5(dtype=np.float64, seed=seed, batch_norm=False)
         model.optimizer = Adam(2e-3)
@@ -71,7 +73,8 @@ def train(data: str, out_dir: str, cases: tuple[str, ...] = CASES) -> None:
         strategy = DataParallel(sync_batch_norm=False) if case == "lenet_bn_local" else True
         history = model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, verbose=0, distributed=strategy)
         np.savez(f"{out_dir}/{case}_rank{rank}.npz", seen=np.array(seen), loss=np.array(history.history["loss"]),
-                 accuracy=np.array(history.history["accuracy"]), **state(model))
+                 accuracy=np.array(history.history["accuracy"]), f1=np.array(history.history.get("f1", [])),
+                 **state(model))
 
 
 def fail(step: int) -> None:

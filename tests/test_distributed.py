@@ -110,6 +110,7 @@ def test_data_parallel_training_matches_one_process(ranks: int, data, one_proces
                 assert np.array_equal(result[key], results[0][key]), f"{case} {key}: rank {r} differs from rank 0"
         # The logs are the global batches' (accuracy is a count, so it is exactly equal).
         assert results[0]["accuracy"].tolist() == history["accuracy"]
+        assert results[0]["f1"].tolist() == history.get("f1", []) and (case != "seed_sgd" or len(history["f1"]) == 1)
         np.testing.assert_allclose(results[0]["loss"], history["loss"], rtol=1e-12, atol=0)
         # Training moved the weights (a run that did nothing would not be a check).
         initial = mpi_worker.state(mpi_worker.build(case, seed=0))
