@@ -23,12 +23,12 @@ import warnings
 from typing import Any, Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .callbacks import CallbackList, History, TerminateOnNaN
 from .data import ArrayBatches, IterableBatches, sample_weights
 from .errors import TrainingDivergedError
 from .interfaces import TrainableModel
+from .progress import tqdm
 from . import metrics as metrics_module
 
 
