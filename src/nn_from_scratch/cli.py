@@ -22,6 +22,13 @@ Any of ``--epochs``, ``--batch-size``, ``--lr``, ``--preprocessing`` overrides t
 (``mpiexec -n 2 python -m mpi4py -m nn_from_scratch train --distributed``; the same weights as
 one process, up to rounding). ``python -m nn_from_scratch export MODEL.safetensors --onnx
 OUT.onnx`` converts a saved model to ONNX.
+
+The other subcommands, one per job (``python -m nn_from_scratch COMMAND --help`` shows examples):
+``evaluate MODEL --dataset ...`` (accuracy, per-class table, confusion matrix), ``predict MODEL
+FILE...`` (class and probability of ``.npy`` arrays and PNG images), ``summary MODEL``,
+``gradcheck --model NAME`` (finite differences) and ``compare --model NAME --reference
+torch|keras`` (the per-layer table of :func:`nn_from_scratch.verify.compare`). A bad path or
+argument ends in one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class TrainResult:
     train_seconds: float = 0.0
     images_per_second: float = 0.0
     root: bool = True  # False on the ranks other than 0 of a distributed run
+    history: dict[str, list[float]] = field(default_factory=dict)  # fit's per-epoch logs
 
 
 def accuracy(model: Sequential, x: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
@@ -140,7 +148,7 @@ def train(
     if save is not None and root:
         net.save(save)
     return TrainResult(accuracy(net, x_test, y_test) if root else float("nan"), history.history["loss"], seconds,
-                       n_seen / seconds if seconds else 0.0, root)
+                       n_seen / seconds if seconds else 0.0, root, dict(history.history))
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -196,6 +204,76 @@ def _print(text: str) -> None:
         raise _OutputError(error.strerror or str(error)) from error
 
 
+def _check_plot_dir(parser: argparse.ArgumentParser, directory: str) -> None:
+    """``--plot DIR``: create DIR if needed; a path that cannot be a directory is a usage error."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.exit(2, f"{parser.prog} train: error: --plot needs matplotlib: pip install 'nn_from_scratch[plot]'\n")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        parser.exit(2, f"{parser.prog} train: error: --plot {directory!r}: cannot create the directory "
+                       f"({error.strerror or error})\n")
+
+
+def _add_jobs(job: Callable[[str, str, str], argparse.ArgumentParser]) -> None:
+    """The subcommands of :mod:`nn_from_scratch.cli_jobs`."""
+    e = job("evaluate", "accuracy, per-class precision/recall/F1 and the confusion matrix of a saved model on a test set",
+            "  python -m nn_from_scratch evaluate lenet.safetensors --dataset mnist\n"
+            "  python -m nn_from_scratch evaluate resnet.safetensors --dataset fashion_mnist --limit 2000")
+    e.add_argument("model_path", metavar="MODEL", help="a saved model (train --save, model.save)")
+    e.add_argument("--dataset", choices=DATASETS, default="mnist", help="whose test images (default: mnist)")
+    e.add_argument("--limit", type=positive_int, default=None, help="only the first N test images")
+    e.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default="scale", help="as in training (default: scale)")
+    q = job("predict", "the class and probability of images in .npy or PNG files",
+            "  python -m nn_from_scratch predict lenet.safetensors digit.png\n"
+            "  python -m nn_from_scratch predict lenet.safetensors batch.npy one.npy --dataset mnist")
+    q.add_argument("model_path", metavar="MODEL", help="a saved model")
+    q.add_argument("files", metavar="FILE", nargs="+",
+                   help=".npy (uint8 pixels or ready float inputs; one image or a batch) or .png (Pillow: the [images] extra)")
+    q.add_argument("--preprocessing", choices=zoo.PREPROCESSING, default="scale", help="for uint8 pixels (default: scale)")
+    q.add_argument("--dataset", choices=DATASETS, default=None, help="print that dataset's class names too")
+    s = job("summary", "the layers, output shapes and parameter counts of a saved model (or a zoo model by name)",
+            "  python -m nn_from_scratch summary lenet.safetensors\n"
+            "  python -m nn_from_scratch summary resnet")
+    s.add_argument("model", metavar="MODEL", help=f"a saved model, or one of {sorted(zoo.MODELS)}")
+    g = job("gradcheck", "check a zoo model's backpropagation against central finite differences (float64)",
+            "  python -m nn_from_scratch gradcheck --model seed\n"
+            "  python -m nn_from_scratch gradcheck --model lenet --batch 2 --seed 3")
+    g.add_argument("--model", choices=sorted(zoo.MODELS), required=True, help="which zoo model")
+    g.add_argument("--batch", type=positive_int, default=2, help="random inputs in the batch (default: 2)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights and the inputs")
+    c = job("compare", "compare a zoo model with its torch or Keras twin layer by layer (outputs, dL/dx, gradients)",
+            "  python -m nn_from_scratch compare --model seed --reference torch\n"
+            "  python -m nn_from_scratch compare --model resnet --reference keras --dtype float32 --plot cmp.png")
+    c.add_argument("--model", choices=sorted(zoo.MODELS), required=True, help="which zoo model")
+    c.add_argument("--reference", choices=("torch", "keras"), default="torch", help="the twin's framework (default: torch)")
+    c.add_argument("--batch", type=positive_int, default=4, help="random inputs in the batch (default: 4)")
+    c.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights and the inputs")
+    c.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="both sides (default: float64)")
+    c.add_argument("--mode", choices=("local", "end_to_end"), default="local",
+                   help="local: each layer on our inputs; end_to_end: each side runs on its own outputs")
+    c.add_argument("--plot", metavar="PNG", default=None, help="also draw the report (plots.plot_comparison)")
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    from . import cli_jobs
+
+    if args.command == "evaluate":
+        return cli_jobs.evaluate(args.model_path, args.dataset, args.preprocessing, args.limit, _print)
+    if args.command == "predict":
+        names = cli_jobs._class_names(args.dataset) if args.dataset == "fashion_mnist" else None
+        return cli_jobs.predict(args.model_path, args.files, args.preprocessing, names, _print)
+    if args.command == "summary":
+        return cli_jobs.summary(args.model, _print)
+    if args.command == "gradcheck":
+        return cli_jobs.gradcheck(args.model, args.batch, args.seed, _print)
+    if args.plot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        raise cli_jobs.UsageError(f"--plot {args.plot!r}: no such directory {os.path.dirname(args.plot)!r}")
+    return cli_jobs.compare(args.model, args.reference, args.batch, args.seed, args.dtype, args.mode, args.plot, _print)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``python -m nn_from_scratch`` command. Returns the exit status: 0, 2 for a bad
     argument (one line on stderr), 1 when the output cannot be written (one line on stderr)."""
@@ -215,7 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = _OneLineErrors(prog="python -m nn_from_scratch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("train", help="train a model on MNIST or Fashion-MNIST and print its test accuracy")
+    def job(name: str, help: str, examples: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = job("train", "train a model on MNIST or Fashion-MNIST and print its test accuracy",
+            "  python -m nn_from_scratch train --model lenet --epochs 1 --save lenet.safetensors\n"
+            "  python -m nn_from_scratch train --model resnet --dataset fashion_mnist --threads 2 --plot curves/\n"
+            "  python -m nn_from_scratch train --epochs 2 --lr 0.05 --seed 1 --dtype float64")
     p.add_argument("--model", choices=sorted(zoo.MODELS), default="seed", help="which model (default: seed, the notebook's CNN)")
     p.add_argument("--epochs", type=positive_int, default=None, help="default: the model's recipe (seed 1, lenet 3)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="default: the model's recipe (seed 50, lenet 64)")
@@ -231,20 +316,49 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="floating type of the weights and inputs (default: float32)")
     p.add_argument("--save", metavar="PATH", default=None, help="write the trained model to PATH (safetensors)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="BLAS threads (threadpoolctl.threadpool_limits; default: as the environment says)")
+    p.add_argument("--plot", metavar="DIR", default=None,
+                   help="write the learning curves to DIR/history.png (needs matplotlib: the [plot] extra)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI ranks: mpiexec -n 2 python -m mpi4py -m nn_from_scratch train --distributed")
     e = commands.add_parser("export", help="convert a saved model (safetensors) to ONNX")
     e.add_argument("model_path", metavar="MODEL.safetensors", help="a model written by train --save or model.save")
     e.add_argument("--onnx", metavar="OUT.onnx", required=True, help="where to write the ONNX model")
     e.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: interop.onnx.DEFAULT_OPSET)")
+    _add_jobs(job)
     args = parser.parse_args(argv)  # the types above refuse bad values: one line, exit status 2
     if args.command == "export":
         return _export(args.model_path, args.onnx, args.opset)
-    result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
-                   args.preprocessing, progress=not args.no_progress, dataset=args.dataset,
-                   dtype=args.dtype, save=args.save, distributed=args.distributed)
+    if args.command != "train":
+        from . import cli_jobs
+
+        try:
+            return _run_job(args)
+        except cli_jobs.UsageError as error:
+            parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    if args.plot is not None:
+        _check_plot_dir(parser, args.plot)
+    limits = None
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(args.threads)
+    try:
+        result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
+                       args.preprocessing, progress=not args.no_progress, dataset=args.dataset,
+                       dtype=args.dtype, save=args.save, distributed=args.distributed)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
     if not result.root:
         return 0
+    if args.plot is not None:
+        from .plots import plot_history
+
+        path = os.path.join(args.plot, "history.png")
+        plot_history(result.history, path=path, title=f"{args.model} on {args.dataset or zoo.RECIPES.get(args.model, zoo.RECIPES['seed']).dataset}")
+        _print(f"wrote {path}")
     _print(f"trained {args.model} for {len(result.epoch_losses)} epoch(s) in {result.train_seconds:.1f} s "
            f"({result.images_per_second:.0f} images/s); last epoch loss {result.epoch_losses[-1]:.4f}")
     _print(f"test accuracy: {result.test_accuracy:.4f}")
