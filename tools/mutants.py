@@ -392,7 +392,7 @@ def restore(root: str, planted: tuple[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-k", default=None, help="only mutants whose name contains this (case-insensitive)")
+    parser.add_argument("-k", default=None, help="only mutants whose name contains this (case-insensitive; a,b: either)")
     parser.add_argument("--stubs", action="store_true", help="add the generated stub mutants (layers, losses, optimizers)")
     parser.add_argument("--only-stubs", action="store_true", help="run the stub mutants only")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant (default 600)")
@@ -408,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [] if args.only_stubs else list(MUTANTS)
         if args.stubs or args.only_stubs:
             mutants += stub_mutants(root)
-        if args.k:
-            mutants = [m for m in mutants if args.k.lower() in m.name.lower()]
+        if args.k:  # "a,b": any of them
+            wanted = [w.strip().lower() for w in args.k.split(",") if w.strip()]
+            mutants = [m for m in mutants if any(w in m.name.lower() for w in wanted)]
         if args.list:
             for m in mutants:
                 print(f"{m.name}\n    {m.file}  ->  pytest {' '.join(m.tests)}")
