@@ -374,8 +374,7 @@ class LogSoftMax(Activation):
     def _axis(self, ndim: int) -> int:
         if not -ndim <= self.axis < ndim or self.axis % ndim == 0:
             raise ValueError(f"{self.name}: axis {self.axis} is not a per-sample axis of a batch with {ndim} axes "
-                             f"(expected input of shape (batch, ...) with at least {abs(self.axis) + (self.axis > 0) - 1} "
-                             "per-sample axes)")
+                             f"(expected input of shape (batch, ...) with at least {abs(self.axis)} per-sample axes)")
         return self.axis % ndim
 
     def forward(self, x: np.ndarray) -> np.ndarray:
