@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import kernels
 from ..interfaces import Neuron, Shape, check_hyperparameter
 
 
@@ -38,6 +39,14 @@ class BatchNormalization(Neuron):
     are :meth:`buffers`, updated in place. ``input_dim`` is the number of channels or the
     per-sample shape (no batch size), or ``None`` to infer it from the first input.
     Training needs more than one value per channel (as in torch).
+
+    Memory layout: input of any layout is accepted and ``y`` (and ``dL/dx``) come back in the
+    input's layout. When the input's memory is ``(A, C, B)`` with contiguous runs ``B`` of at
+    least 16 values per channel -- a fast convolution's batch-innermost output ``(C, H, W, N)``
+    gives ``(1, C, H*W*N)``, a C-contiguous array ``(N, C, H*W)`` -- training mode runs the
+    chunked kernels :func:`~nn_from_scratch.kernels.batch_norm_train_forward` /
+    ``batch_norm_train_backward`` (the same formulas, a few channels at a time while they are
+    in the cache); other layouts take the reference path above.
 
     Inputs near the float limit (a constant ``1e37`` channel in float32, whose sum overflows)
     are normalised exactly, in float64 after subtracting each channel's first value: a constant
@@ -160,14 +169,17 @@ class BatchNormalization(Neuron):
         x = self.cast_input(self.check_input(x))
         axes = (0,) + tuple(range(2, x.ndim))
         channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a (C,) vector over x
+        if self.training and self.sync is not None:  # the global batch's statistics (its size is checked there)
+            return self._forward_synced(x, axes, channel)
         if self.training:
             m = x.size // self.num_features
             if m < 2:
                 raise ValueError(
                     f"{self.name}: training needs more than one value per channel, got input of shape {x.shape}"
                 )
-            if self.sync is not None:
-                return self._forward_synced(x, axes, channel)
+            fast = self._forward_fast(x, m)
+            if fast is not None:
+                return fast
             with np.errstate(over="ignore", invalid="ignore"):
                 mean = x.mean(axis=axes)
                 centred = x - mean.reshape(channel)
@@ -184,6 +196,25 @@ class BatchNormalization(Neuron):
             x_hat = (x - self.running_mean.reshape(channel)) * inv_std.reshape(channel)
         self._cache = (x_hat, inv_std, self.training, None)
         return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
+
+    def _forward_fast(self, x: np.ndarray, m: int) -> np.ndarray | None:
+        """Training forward on the input's own memory, in its layout (``kernels.batch_norm_train_forward``).
+
+        For (N, C, ...) input whose memory is (A, C, B) with runs of at least 16 values per
+        channel -- a convolution's batch-innermost output or a C-contiguous array; ``None``
+        (the reference path runs) otherwise, or when a sum overflows.
+        """
+        blocks = kernels.channel_blocks(x, 1, min_run=16) if x.ndim > 2 else None
+        if blocks is None:
+            return None
+        v, perm = blocks
+        out = kernels.batch_norm_train_forward(v, self.gamma, self.beta, self.eps, m)
+        if out is None:
+            return None
+        y, x_hat, mean, sq_sum, inv_std = out
+        self._update_running_stats(mean, sq_sum / (m - 1))
+        self._cache = (kernels.from_channel_blocks(x_hat, x, perm), inv_std, True, None)
+        return kernels.from_channel_blocks(y, x, perm)
 
     def _forward_synced(self, x: np.ndarray, axes: tuple[int, ...], channel: tuple[int, ...]) -> np.ndarray:
         """Training forward with the statistics of the global batch (see the class docstring)."""
@@ -232,11 +263,15 @@ class BatchNormalization(Neuron):
         dL_dy = self.check_output_grad(dL_dy, x_hat.shape[0], self.dtype)
         axes = (0,) + tuple(range(2, x_hat.ndim))
         channel = (1, -1) + (1,) * (x_hat.ndim - 2)
+        scale = self.gamma * inv_std
+        if training and synced is None:
+            fast = self._backward_fast(dL_dy, x_hat, scale)
+            if fast is not None:
+                return fast
         d_beta = dL_dy.sum(axis=axes)
         d_gamma = (dL_dy * x_hat).sum(axis=axes)
         self.accumulate_gradient("beta", d_beta.copy())
         self.accumulate_gradient("gamma", d_gamma.copy())
-        scale = self.gamma * inv_std
         if not training:
             return dL_dy * scale.reshape(channel)
         m = dL_dy.size // self.num_features
@@ -249,6 +284,27 @@ class BatchNormalization(Neuron):
         dx -= x_hat * d_gamma.reshape(channel)
         dx *= (scale / m).reshape(channel)
         return dx
+
+    def _backward_fast(self, dL_dy: np.ndarray, x_hat: np.ndarray, scale: np.ndarray) -> np.ndarray | None:
+        """Training backward in ``x_hat``'s memory layout (``kernels.batch_norm_train_backward``);
+        ``None`` when ``x_hat``'s memory has no (A, C, B) view with runs of 16 or more (the
+        reference path runs). ``dL_dy`` in another layout is first
+        copied into ``x_hat``'s (one pass, cheaper than mixing layouts in every product)."""
+        blocks = kernels.channel_blocks(x_hat, 1, min_run=16) if x_hat.ndim > 2 else None
+        if blocks is None:
+            return None
+        h, perm = blocks
+        if dL_dy.strides != x_hat.strides:
+            same_layout = np.empty_like(x_hat)  # order "K": x_hat's memory layout
+            np.copyto(same_layout, dL_dy)
+            dL_dy = same_layout
+        d = kernels.channel_blocks(dL_dy, 1)
+        if d is None or d[1] != perm or d[0].shape != h.shape:
+            return None
+        dx, d_beta, d_gamma = kernels.batch_norm_train_backward(d[0], h, scale, x_hat.size // self.num_features)
+        self.accumulate_gradient("beta", d_beta)
+        self.accumulate_gradient("gamma", d_gamma)
+        return kernels.from_channel_blocks(dx, x_hat, perm)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -176,11 +176,12 @@ class GlobalAveragePooling(Node):
     (``TypeError``), as torch's ``mean`` refuses it.
     """
 
-    cache_attrs = ("_x_shape",)
+    cache_attrs = ("_x_shape", "_x_order")
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self._x_shape: tuple[int, ...] | None = None
+        self._x_order: tuple[int, ...] | None = None  # x's axes, outermost in memory first
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 2:
@@ -193,13 +194,19 @@ class GlobalAveragePooling(Node):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _floating_input(self, self.check_input(x))
         self._x_shape = x.shape
+        self._x_order = tuple(int(i) for i in np.argsort([-abs(s) for s in x.strides], kind="stable"))
         return x.mean(axis=tuple(range(2, x.ndim)))
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0])
+        order = self._require_cache("_x_order")
         spatial = int(np.prod(self._x_shape[2:]))
         share = dL_dy / spatial
-        return np.broadcast_to(share.reshape(share.shape + (1,) * (len(self._x_shape) - 2)), self._x_shape).copy()
+        # dL/dx in x's memory layout (batch-innermost after a fast convolution), so that the
+        # layers before it do not mix layouts in their backward.
+        dx = np.empty([self._x_shape[i] for i in order], share.dtype).transpose(np.argsort(order))
+        dx[...] = share.reshape(share.shape + (1,) * (len(self._x_shape) - 2))
+        return dx
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
