@@ -36,11 +36,32 @@ def test_layer_gradients_match_finite_differences(case, seed):
     assert gradcheck(layer, x, **TIGHT, seed=seed)
 
 
+@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: c.name)
+def test_the_finite_difference_draws_are_not_vacuous(case):
+    """A layer stubbed to zeros (forward and backward) passes a finite-difference check too, so
+    the draws above must exercise something: most have a non-zero output and dL/dx. (A few may
+    not: a softmax over an axis of length 1, dropout dropping all of a tiny input.)"""
+    alive = 0
+    for seed in SEEDS:
+        layer, x = case.make(np.random.default_rng(seed), np.float64)
+        if not case.smooth:
+            x = away_from_kinks(x)
+        y = layer.forward(x)
+        dx = layer.backward(np.random.default_rng(seed).normal(size=y.shape))
+        alive += bool(np.abs(y).max() > 0 and dx is not None and np.abs(dx).max() > 0)
+    assert alive >= len(SEEDS) // 2, f"{case.name}: only {alive} of {len(SEEDS)} draws have a non-zero output and dL/dx"
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("case", LOSS_CASES, ids=lambda c: c.name)
 def test_loss_gradients_match_finite_differences(case, seed):
     loss, y_pred, y_true = case.make(np.random.default_rng(seed), np.float64)
     assert gradcheck(loss, y_pred, y_true, **TIGHT)
+    # Finite differences only check that backward is the derivative of forward, which a loss
+    # stubbed to 0 (gradient 0) also satisfies: the loss of these random draws must be positive
+    # (cross-entropies and squared errors of distinct values are) and its gradient non-zero.
+    assert loss.forward(y_pred, y_true) > 0
+    assert np.abs(loss.backward()).max() > 0
 
 
 def small_cnn(rng: np.random.Generator) -> Sequential:

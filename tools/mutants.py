@@ -300,7 +300,8 @@ def stub_mutants(root: str) -> list[Mutant]:
         def cases(ids: list[str], prefix: str, fallback: list[str]) -> list[str]:
             """The parametrized tests of one case of the table: ids ``...[<prefix>-...]``, so that
             ``ReLU`` does not select ``LeakyReLU`` nor ``Convolution`` ``TransposedConvolution``."""
-            chosen = [i for i in ids if "[" in i and i.split("[", 1)[1].lower().startswith(prefix.lower() + "-")]
+            chosen = [i for i in ids if "[" in i and (i.split("[", 1)[1].lower().startswith(prefix.lower() + "-")
+                                                      or i.split("[", 1)[1].lower() == prefix.lower() + "]")]
             return chosen or fallback
 
         layers = [getattr(m, n) for m in (nodes, neurons) for n in getattr(m, "__all__", [])]
