@@ -311,6 +311,11 @@ def stub_mutants(root: str) -> list[Mutant]:
             for method in ("forward", "backward"):
                 found.append(Mutant(f"stub {cls.__name__}.{method} -> zeros", rel(cls), "",
                                     STUB_LAYER.format(cls=cls.__name__, method=method), tests))
+            # Both at once: zeros that are consistent with each other (what a deleted layer looks
+            # like to a finite-difference check, which alone would not notice).
+            found.append(Mutant(f"stub {cls.__name__}.forward+backward -> zeros", rel(cls), "",
+                                STUB_LAYER.format(cls=cls.__name__, method="forward")
+                                + STUB_LAYER.format(cls=cls.__name__, method="backward"), tests))
         for cls in sorted({c for c in vars(losses).values() if inspect.isclass(c) and issubclass(c, losses.Loss)
                            and c is not losses.Loss and not inspect.isabstract(c)}, key=lambda c: c.__name__):
             found.append(Mutant(f"stub {cls.__name__} -> 0", rel(cls), "", STUB_LOSS.format(cls=cls.__name__),
