@@ -21,6 +21,7 @@ from .initializers import set_seed
 from .interfaces import Layer, Neuron, Node, Optimizer
 from .model import Sequential
 from .serialization import load_model
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "TrainingDivergedError",
     "__version__",
     "callbacks",
+    "get_num_threads",
     "initializers",
     "load_model",
     "losses",
@@ -46,6 +48,7 @@ __all__ = [
     "neurons",
     "nodes",
     "optimizers",
+    "set_num_threads",
     "set_seed",
     "training",
 ]

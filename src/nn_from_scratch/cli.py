@@ -317,7 +317,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
                    help="floating type of the weights and inputs (default: float32)")
     p.add_argument("--save", metavar="PATH", default=None, help="write the trained model to PATH (safetensors)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="BLAS threads (threadpoolctl.threadpool_limits; default: as the environment says)")
+                   help="BLAS threads (nn_from_scratch.set_num_threads; default: the cores that the load average "
+                        "leaves idle, at least 1 -- threads.default_num_threads -- or OPENBLAS/OMP/MKL_NUM_THREADS if set)")
     p.add_argument("--plot", metavar="DIR", default=None,
                    help="write the learning curves to DIR/history.png (needs matplotlib: the [plot] extra)")
     p.add_argument("--distributed", action="store_true",
@@ -339,18 +340,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     if args.plot is not None:
         _check_plot_dir(parser, args.plot)
-    limits = None
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
+    from .threads import default_num_threads, set_num_threads
 
-        limits = threadpool_limits(args.threads)
+    threads = args.threads
+    if threads is None and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        threads = default_num_threads()  # one thread on a busy machine: two collapse there (threads.py)
+    limits = threads is not None
+    if limits:
+        set_num_threads(threads)
     try:
         result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
                        args.preprocessing, progress=not args.no_progress, dataset=args.dataset,
                        dtype=args.dtype, save=args.save, distributed=args.distributed)
     finally:
-        if limits is not None:
-            limits.restore_original_limits()
+        if limits:
+            set_num_threads(None)
     if not result.root:
         return 0
     if args.plot is not None:
