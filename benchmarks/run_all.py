@@ -3,9 +3,10 @@
     python benchmarks/run_all.py                 # NumPy's default BLAS threads (2 on a 2-core machine)
     python benchmarks/run_all.py --threads 2 1   # one table per thread count
 
-Each benchmark runs in its own process (seed_cnn.py, lenet.py, inference.py) and compares
+Each benchmark runs in its own process (seed_cnn.py, lenet.py, inference.py, resnet.py) and compares
 this library with PyTorch eager, alternating, on the same data, weights and thread count;
-see benchmarks/common.py for the method. Expect ~1.5-3 minutes per thread count.
+see benchmarks/common.py for the method. Expect ~1.5-3 minutes per thread count, plus ~2 minutes
+for resnet.py at one thread (far more at two threads on a busy machine, where both libraries collapse).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 
-SCRIPTS = ["seed_cnn.py", "lenet.py", "inference.py"]
+SCRIPTS = ["seed_cnn.py", "lenet.py", "inference.py", "resnet.py"]
 
 
 def run_script(script: str, threads: int | None, extra: list[str]) -> list[dict]:
