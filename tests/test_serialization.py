@@ -28,6 +28,7 @@ from nn_from_scratch.optimizers import Adam, AdamW, GradientDescent, RMSProp  # 
 from nn_from_scratch.neurons import GroupNormalization, LayerNormalization  # noqa: E402
 from nn_from_scratch.neurons import TransposedConvolution  # noqa: E402
 from nn_from_scratch.nodes import ELU, GELU, Identity, LogSoftMax, Reshape, SiLU, Softplus, UpSampling2D  # noqa: E402
+from nn_from_scratch.nodes import RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom  # noqa: E402
 
 
 def every_layer_model(seed: int = 0, optimizer=None, dtype=np.float32) -> Sequential:
@@ -43,6 +44,8 @@ def every_layer_model(seed: int = 0, optimizer=None, dtype=np.float32) -> Sequen
         TransposedConvolution(kernel_size=3, output_layers=4, padding=2, dilation=2, output_padding=1, groups=2, dtype=dtype),
         Convolution(kernel_size=(2, 3), output_layers=3, stride=(1, 2), padding=(1, 0, 1, 1), use_bias=False, dtype=dtype),
         Tanh(),
+        # augmentation (training only, drawn from the model's generator, which is saved)
+        RandomFlip("horizontal"), RandomCrop(4, 4), RandomTranslation(0.1, 0.1), RandomRotation(0.05), RandomZoom(0.1),
         GELU(approximate="tanh"),
         AveragePooling(2, stride=1, padding=1, count_include_pad=False),
         LayerNormalization(axis=1, eps=1e-3, dtype=dtype),

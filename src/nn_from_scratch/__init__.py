@@ -13,7 +13,7 @@
     same = load_model("model.safetensors")
 """
 
-from . import callbacks, initializers, losses, metrics, neurons, nodes, optimizers, training
+from . import callbacks, initializers, layers, losses, metrics, neurons, nodes, optimizers, training, utils
 from .callbacks import Callback, History
 from .errors import GraphError, ModelFileError, TrainingDivergedError
 from .graph import Input, Model
@@ -42,6 +42,7 @@ __all__ = [
     "callbacks",
     "get_num_threads",
     "initializers",
+    "layers",
     "load_model",
     "losses",
     "metrics",
@@ -51,4 +52,5 @@ __all__ = [
     "set_num_threads",
     "set_seed",
     "training",
+    "utils",
 ]

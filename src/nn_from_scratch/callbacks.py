@@ -411,21 +411,25 @@ class ModelCheckpoint(_Monitor):
     ``path`` may hold format fields filled from the epoch (counted from 1) and the logs, as in
     Keras: ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``. ``save_weights_only`` is accepted
     for Keras compatibility; the file always holds the architecture too, and
-    :meth:`Sequential.load_weights` reads it either way.
+    :meth:`Sequential.load_weights` reads it either way. ``filepath=`` (Keras' name) is the same as ``path=``.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         monitor: str = "val_loss",
         verbose: int = 0,
         save_best_only: bool = False,
         save_weights_only: bool = False,
         mode: str = "auto",
         include_optimizer: bool = True,
+        *,
+        filepath: str | os.PathLike | None = None,
     ) -> None:
+        if (path is None) == (filepath is None):
+            raise TypeError("ModelCheckpoint: pass the file path once, as path=... or filepath=... (Keras' name)")
         super().__init__(monitor, mode, 0.0)
-        self.path = os.fspath(path)
+        self.path = os.fspath(path if filepath is None else filepath)
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.include_optimizer = include_optimizer

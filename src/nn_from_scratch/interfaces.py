@@ -24,6 +24,8 @@ The protocol that models (``Sequential``, the graph ``Model``) and the training 
 
 from __future__ import annotations
 
+import inspect
+import sys
 from abc import ABC, abstractmethod
 from typing import Any, Iterable, Protocol, runtime_checkable
 
@@ -252,6 +254,42 @@ class Node(Layer):
     """A layer without trainable parameters."""
 
 
+class NotBuiltError(AttributeError):
+    """A parameter read before the layer has created it (its input shape is not known yet).
+
+    An ``AttributeError``, so ``getattr(layer, "W", None)`` still gives ``None``."""
+
+
+class _Parameter:
+    """The descriptor behind each name in ``Neuron.parameter_names`` (``W``, ``B``, ``gamma``, ...).
+
+    It stores the array in the instance's ``__dict__`` as a plain attribute would. Reading it
+    from outside the layer before the layer has created it (``Convolution(...).W`` before any
+    input) raises :class:`NotBuiltError` saying so, where a plain attribute gave ``None`` and
+    a ``NoneType`` error further on. The layer's own methods (and those of its subclasses)
+    still read ``None`` -- the "not created yet" checks (``if self.W is None``) keep working
+    -- and so does a parameter that is absent by design once built (``B`` with ``use_bias=False``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__.get(self.name)
+        if value is None and not instance.built and sys._getframe(1).f_locals.get("self") is not instance:
+            raise NotBuiltError(
+                f"{instance.name}: {self.name} does not exist yet: the layer is not built (its input shape is unknown). "
+                "Build it first: give the model input_shape=... (or an Input), call model.build(shape) or "
+                f"predict on a batch, or give the layer its input size (e.g. input_dim=...)"
+            )
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.name] = value
+
+
 class Neuron(Layer):
     """A layer with trainable parameters.
 
@@ -263,6 +301,12 @@ class Neuron(Layer):
     """
 
     parameter_names: tuple[str, ...] = ("W",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.parameter_names:
+            if not isinstance(inspect.getattr_static(cls, name, None), _Parameter):
+                setattr(cls, name, _Parameter(name))
 
     def __init__(self, name: str | None = None, dtype: Any = np.float32) -> None:
         super().__init__(name)
@@ -321,6 +365,80 @@ class Optimizer(ABC):
         )
         self.iterations = 0
         self._state: dict[int, dict[str, Any]] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        """Keras' name for :attr:`lr` (read and write)."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.lr = value
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_model_ref", None)  # a weak reference to the model (see state_dict) does not travel
+        return state
+
+    def _named_parameters(self, model: Any, who: str) -> dict[str, np.ndarray]:
+        if model is None:
+            ref = getattr(self, "_model_ref", None)
+            model = ref() if ref is not None else None
+        if model is None:
+            raise ValueError(
+                f"{type(self).__name__}.{who}: the optimizer belongs to no model yet; pass the model "
+                f"({who}(model)) or give it to one (compile(optimizer=...) or Sequential(..., optimizer=...))"
+            )
+        return dict(model.parameters())
+
+    def state_dict(self, model: Any = None) -> dict[str, Any]:
+        """The optimizer's state keyed by parameter name (``"{layer index}.{name}"``, as
+        ``model.parameters()`` names them), as copies::
+
+            {"class": "Adam", "config": {...}, "iterations": 120,
+             "state": {"0.W": {"step": 120, "exp_avg": array, "exp_avg_sq": array}, ...}}
+
+        ``model`` defaults to the model the optimizer was given to. Parameters that have no
+        state yet are left out. :meth:`load_state_dict` puts it back.
+        """
+        params = self._named_parameters(model, "state_dict")
+        state: dict[str, dict[str, Any]] = {}
+        for name, p in params.items():
+            slots = self._state.get(id(p))
+            if slots is None or slots.get("param") is not p:
+                continue
+            state[name] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in slots.items() if k != "param"}
+        return {"class": type(self).__name__, "config": self.get_config(), "iterations": int(self.iterations),
+                "state": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any], model: Any = None) -> None:
+        """Restore what :meth:`state_dict` returned: the hyper-parameters (as torch restores its
+        param groups), ``iterations`` and each parameter's state, matched by name. Everything
+        is checked before anything changes: an unknown parameter name, another optimizer class
+        or an array whose shape or dtype differs from its parameter's raise ``ValueError``."""
+        who = f"{type(self).__name__}.load_state_dict"
+        params = self._named_parameters(model, "load_state_dict")
+        if not isinstance(state_dict, dict) or not {"class", "config", "iterations", "state"} <= set(state_dict):
+            raise ValueError(f"{who}: expected a dict from state_dict() (class, config, iterations, state)")
+        if state_dict["class"] != type(self).__name__:
+            raise ValueError(f"{who}: the state is of a {state_dict['class']}, not of a {type(self).__name__}")
+        for name, slots in state_dict["state"].items():
+            if name not in params:
+                raise ValueError(f"{who}: state for unknown parameter {name!r}; the model has {', '.join(params)}")
+            for slot, value in slots.items():
+                if isinstance(value, np.ndarray) and (value.shape != params[name].shape or value.dtype != params[name].dtype):
+                    raise ValueError(f"{who}: {name}.{slot} is {value.dtype}{list(value.shape)}, "
+                                     f"its parameter is {params[name].dtype}{list(params[name].shape)}")
+        fresh = type(self)(**state_dict["config"])  # validates the hyper-parameters
+        for key in state_dict["config"]:
+            if hasattr(fresh, key):
+                setattr(self, key, getattr(fresh, key))
+        self.iterations = int(state_dict["iterations"])
+        for name, slots in state_dict["state"].items():
+            target = self.state_for(params[name])
+            for key in [k for k in target if k != "param"]:
+                del target[key]
+            target.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in slots.items()})
 
     def state_for(self, param: np.ndarray) -> dict[str, Any]:
         # The param itself is kept in the state so its id cannot be reused by another array.

@@ -1,6 +1,16 @@
 """Loss functions: ``forward(y_pred, y_true) -> scalar`` and ``backward() -> dL/dy_pred``.
 
 Every loss is a mean over the batch, so its gradient carries a ``1 / N``.
+
+The cross-entropies take logits by default (``from_logits=True``, torch's convention: the
+softmax or sigmoid is fused into the loss). ``from_logits=False`` makes them take
+probabilities, as Keras' losses do by default: a model that ends with ``SoftMax`` /
+``Sigmoid`` (``activation="softmax"``). :func:`get` maps Keras' names to losses *with Keras'
+default*, ``from_logits=False``: ``compile(loss="sparse_categorical_crossentropy")`` is
+``SoftMaxLoss(from_logits=False)`` and expects a softmax at the end of the model. A final
+softmax/sigmoid paired with a loss on logits, or a loss on probabilities on a model that ends
+in logits, is refused when ``fit`` / ``evaluate`` start (:func:`check_model_output`), never
+silently trained.
 """
 
 from __future__ import annotations
@@ -12,12 +22,20 @@ import numpy as np
 
 from .interfaces import as_float
 
+#: Keras' ``backend.epsilon()``: probabilities are clipped to ``[EPSILON, 1 - EPSILON]``.
+EPSILON = 1e-7
+
 
 class Loss(ABC):
     """Base of the losses. The shape argument of the seed's constructors is accepted and ignored."""
 
     #: The accuracy a model trained with this loss reports (see :mod:`nn_from_scratch.metrics`).
     accuracy_kind = "auto"
+    #: What the model's output must be for this loss: ``True`` logits, ``False`` probabilities,
+    #: ``None`` anything (regression losses). See :func:`check_model_output`.
+    from_logits: bool | None = None
+    #: The activation a model ends with when it outputs this loss's probabilities.
+    probability_activation: str | None = None
 
     def __init__(self, n_input: Any = None, name: str | None = None) -> None:
         self.name = name or type(self).__name__
@@ -119,15 +137,43 @@ class SoftMaxLoss(Loss):
     labels (or ``a > 0``) a ``-inf`` log-probability enters the sum (``0 * -inf`` is NaN, as in
     torch). A spread beyond the float range (``z = +-3e38`` in float32) saturates the
     log-probabilities at ``-inf`` and the gradient stays exact.
+
+    ``from_logits=False``: ``y_pred`` holds probabilities ``p`` (a final ``SoftMax``), and the
+    loss is Keras' ``categorical_crossentropy`` on them, exactly as its torch backend computes
+    it: rows renormalised, then clipped to ``[eps, 1 - eps]`` with ``eps = 1e-7``
+    (:data:`EPSILON`), the gradient flowing through both (zero where a value is clipped)::
+
+        q = clip(p / sum_k p[n,k], eps, 1 - eps);   L = -(1/N) sum_n sum_k t[n,k] log q[n,k]
+
+    Less accurate than logits (a probability below ``eps`` loses its gradient), which is why
+    ``from_logits=True`` is the default here.
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        label_smoothing: ``a`` in ``[0, 1]``.
+        from_logits: True (default): ``y_pred`` are logits; False: probabilities.
+        name: shown in messages.
+
+    Example:
+        >>> SoftMaxLoss()(np.zeros((2, 4)), np.array([0, 3]))     # log 4
+        1.3862943611198906
+        >>> SoftMaxLoss(from_logits=False)(np.full((2, 4), 0.25), np.array([0, 3]))
+        1.3862943611198906
     """
 
-    def __init__(self, n_input: Any = None, label_smoothing: float = 0.0, name: str | None = None) -> None:
+    probability_activation = "softmax"
+
+    def __init__(self, n_input: Any = None, label_smoothing: float = 0.0, name: str | None = None,
+                 from_logits: bool = True) -> None:
         super().__init__(n_input, name)
         if not isinstance(label_smoothing, (int, float, np.integer, np.floating)) or not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"{self.name}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
+        self.from_logits = _check_flag(from_logits, "from_logits", self.name)
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
+        if not self.from_logits:
+            return self._forward_probabilities(y_pred, y_true)
         z = self._check_pred(y_pred, ndim=2)
         n, k = z.shape
         labels = class_labels(y_true, z.shape, self.name)
@@ -160,12 +206,39 @@ class SoftMaxLoss(Loss):
         self._target = target
         return z.dtype.type(loss)
 
+    def _forward_probabilities(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
+        p = self._check_pred(y_pred, ndim=2)
+        n, k = p.shape
+        labels = class_labels(y_true, p.shape, self.name)
+        target = one_hot_targets(y_true if labels is None else labels, p.shape, p.dtype, self.name)
+        if self.label_smoothing:
+            target = target * (1 - self.label_smoothing) + self.label_smoothing / k
+        row_sum = p.sum(axis=1, keepdims=True)
+        q = p / row_sum
+        eps = p.dtype.type(EPSILON)
+        inside = (q >= eps) & (q <= 1 - eps)  # torch.clamp passes the gradient where min <= q <= max
+        q = np.clip(q, eps, 1 - eps)
+        per_sample = -np.sum(target * np.log(q), axis=1)
+        self._prob_cache = (target, q, inside, row_sum)
+        self._per_sample = per_sample
+        return p.dtype.type(np.sum(per_sample) / n)
+
     def backward(self) -> np.ndarray:
+        if not self.from_logits:
+            target, q, inside, row_sum = self._prob_cache
+            # dL/dq = -t / (N q), zero where clipped; through q = p / sum(p):
+            # dL/dp_j = (g_j - sum_k g_k q_k) / sum(p).
+            # (q is clipped only where g is 0, so sum_k g_k q_k is the same with the raw q.)
+            g = np.where(inside, -target / q, 0) / len(q)
+            return (g - np.sum(g * q, axis=1, keepdims=True)) / row_sum
         scaled = self._softmax if self._target_sum is None else self._softmax * self._target_sum
         return (scaled - self._target) / self._softmax.shape[0]
 
     def get_config(self) -> dict[str, Any]:
-        return {"label_smoothing": self.label_smoothing}
+        config: dict[str, Any] = {"label_smoothing": self.label_smoothing}
+        if not self.from_logits:
+            config["from_logits"] = False  # only when set: files of logit models stay as they were
+        return config
 
 
 class MSELoss(Loss):
@@ -197,18 +270,46 @@ class BinaryCrossEntropy(Loss):
     ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` never overflows and keeps full precision
     for large ``|z|``. Targets have the shape of ``z``; for ``z`` of shape ``(N, 1)``, labels
     of shape ``(N,)`` are accepted too.
+
+    ``from_logits=False``: ``y_pred`` holds probabilities ``p`` (a final ``Sigmoid``), and the
+    loss is Keras' ``binary_crossentropy`` as its torch backend computes it, with
+    ``q = clip(p, eps, 1 - eps)``, ``eps = 1e-7``::
+
+        L = mean(-t log q - (1 - t) log(1 - q)),   dL/dp = (q - t) / (q (1 - q)) / p.size  (0 where clipped)
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: shown in messages.
+        from_logits: True (default): ``y_pred`` are logits; False: probabilities.
+
+    Example:
+        >>> float(BinaryCrossEntropy()(np.zeros((2, 1)), np.array([0, 1])))   # log 2
+        0.6931471805599453
     """
 
     accuracy_kind = "binary"
+    probability_activation = "sigmoid"
+
+    def __init__(self, n_input: Any = None, name: str | None = None, from_logits: bool = True) -> None:
+        super().__init__(n_input, name)
+        self.from_logits = _check_flag(from_logits, "from_logits", self.name)
+
+    def get_config(self) -> dict[str, Any]:
+        return {} if self.from_logits else {"from_logits": False}
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
+        if not self.from_logits:
+            p = self._check_pred(y_pred)
+            t = self._targets(p, y_true)
+            eps = p.dtype.type(EPSILON)
+            inside = (p >= eps) & (p <= 1 - eps)
+            q = np.clip(p, eps, 1 - eps)
+            losses = -(t * np.log(q) + (1 - t) * np.log(1 - q))
+            self._prob_cache = (t, q, inside)
+            self._per_sample = losses.reshape(len(p), -1).mean(axis=1) if p.ndim else losses
+            return np.mean(losses)
         z = self._check_pred(y_pred)
-        t = np.asarray(y_true, dtype=z.dtype)
-        if t.shape != z.shape:
-            if z.ndim == 2 and z.shape[1] == 1 and t.shape == z.shape[:1]:
-                t = t.reshape(z.shape)
-            else:
-                raise ValueError(f"{self.name}: expected targets of shape {z.shape}, got {t.shape}")
+        t = self._targets(z, y_true)
         exp_neg_abs = np.exp(-np.abs(z))
         losses = np.maximum(z, 0) - t * z + np.log1p(exp_neg_abs)
         # sigmoid from the same exp: 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) for z < 0.
@@ -217,5 +318,131 @@ class BinaryCrossEntropy(Loss):
         self._per_sample = losses.reshape(len(z), -1).mean(axis=1) if z.ndim else losses
         return np.mean(losses)
 
+    def _targets(self, z: np.ndarray, y_true: Any) -> np.ndarray:
+        t = np.asarray(y_true, dtype=z.dtype)
+        if t.shape != z.shape:
+            if z.ndim == 2 and z.shape[1] == 1 and t.shape == z.shape[:1]:
+                t = t.reshape(z.shape)
+            else:
+                raise ValueError(f"{self.name}: expected targets of shape {z.shape}, got {t.shape}")
+        return t
+
     def backward(self) -> np.ndarray:
+        if not self.from_logits:
+            t, q, inside = self._prob_cache
+            return np.where(inside, (q - t) / (q * (1 - q)), 0) / q.size
         return (self._sigmoid - self._target) / self._target.size
+
+
+def _check_flag(value: Any, what: str, who: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{who}: {what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# -- Keras' names ------------------------------------------------------------------------------
+def SparseCategoricalCrossentropy(from_logits: bool = False, label_smoothing: float = 0.0) -> SoftMaxLoss:
+    """Keras' ``SparseCategoricalCrossentropy``: :class:`SoftMaxLoss` (integer labels), with
+    Keras' default ``from_logits=False`` (the model ends with a softmax)."""
+    return SoftMaxLoss(label_smoothing=label_smoothing, from_logits=from_logits)
+
+
+def CategoricalCrossentropy(from_logits: bool = False, label_smoothing: float = 0.0) -> SoftMaxLoss:
+    """Keras' ``CategoricalCrossentropy``: :class:`SoftMaxLoss` (one-hot labels; integer labels
+    work too), with Keras' default ``from_logits=False``."""
+    return SoftMaxLoss(label_smoothing=label_smoothing, from_logits=from_logits)
+
+
+def BinaryCrossentropy(from_logits: bool = False) -> BinaryCrossEntropy:
+    """Keras' ``BinaryCrossentropy``: :class:`BinaryCrossEntropy` with Keras' default ``from_logits=False``."""
+    return BinaryCrossEntropy(from_logits=from_logits)
+
+
+def MeanSquaredError() -> MSELoss:
+    """Keras' ``MeanSquaredError``: :class:`MSELoss`."""
+    return MSELoss()
+
+
+_BY_NAME = {
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+}
+
+
+def get(loss: Any) -> Loss:
+    """A loss from a Keras name, or ``loss`` itself when it is a :class:`Loss`.
+
+    ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"`` ->
+    ``SoftMaxLoss(from_logits=False)``; ``"binary_crossentropy"`` ->
+    ``BinaryCrossEntropy(from_logits=False)``; ``"mse"`` / ``"mean_squared_error"`` ->
+    ``MSELoss()``. As in Keras, the names mean probabilities (a model ending with
+    ``activation="softmax"`` / ``"sigmoid"``); for a model that outputs logits pass
+    ``SoftMaxLoss()`` or ``SparseCategoricalCrossentropy(from_logits=True)``.
+
+    Example:
+        >>> get("sparse_categorical_crossentropy").from_logits
+        False
+    """
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str):
+        raise TypeError(f"losses.get: expected a loss name or a Loss, got {type(loss).__name__}")
+    key = loss.lower()
+    if key not in _BY_NAME:
+        raise ValueError(f"losses.get: unknown loss {loss!r}; known: {', '.join(sorted(_BY_NAME))}")
+    return _BY_NAME[key]()
+
+
+_PROBABILITY_LAYERS = {"softmax": ("SoftMax",), "sigmoid": ("Sigmoid", "SoftMax")}
+_PASS_THROUGH = ("Identity", "Dropout")
+
+
+def final_layer(model: Any) -> Any:
+    """The layer whose output is the model's (through trailing ``Identity`` / ``Dropout``), or None."""
+    outputs = getattr(model, "outputs", None)
+    if outputs:
+        node = outputs[0].node
+        while node is not None and type(node.layer).__name__ in _PASS_THROUGH:
+            node = node.inputs[0].node
+        return None if node is None else node.layer
+    layers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ not in _PASS_THROUGH]
+    return layers[-1] if layers else None
+
+
+def check_model_output(model: Any, who: str) -> None:
+    """Refuse a loss that does not fit what the model outputs (``fit`` / ``evaluate`` call this).
+
+    * a cross-entropy on logits (``from_logits=True``) after a final ``SoftMax`` / ``Sigmoid``:
+      the softmax would be applied twice (it trains, badly, and silently);
+    * a cross-entropy on probabilities (``from_logits=False``) on a model whose last layer is
+      one of this library's layers other than the matching activation: ``log`` of logits.
+
+    A last layer of the user's own class is trusted. Raises ``ValueError`` saying what to change.
+    """
+    loss = getattr(model, "loss", None)
+    wanted = getattr(loss, "probability_activation", None)
+    if wanted is None or getattr(loss, "from_logits", None) is None:
+        return
+    layer = final_layer(model)
+    if layer is None:
+        return
+    kind = type(layer).__name__
+    lname = type(loss).__name__
+    if loss.from_logits and kind in ("SoftMax", "Sigmoid"):
+        raise ValueError(
+            f"{type(model).__name__}.{who}: the model ends with {kind} ({layer.name}), but {lname} expects logits "
+            f"(it applies the {wanted} itself, so the outputs would go through it twice). Either remove the final "
+            f"{kind} (activation=None on the last layer) and keep the loss, or keep it and use {lname}(from_logits=False) "
+            f"(what Keras' loss names mean, e.g. loss='{'categorical_crossentropy' if wanted == 'softmax' else 'binary_crossentropy'}')"
+        )
+    library = type(layer).__module__.startswith(__name__.rpartition(".")[0] + ".")
+    if not loss.from_logits and library and kind not in _PROBABILITY_LAYERS[wanted]:
+        raise ValueError(
+            f"{type(model).__name__}.{who}: {lname}(from_logits=False) expects probabilities, but the model ends with "
+            f"{kind} ({layer.name}), which outputs logits. Either end the model with activation='{wanted}' "
+            f"(a {_PROBABILITY_LAYERS[wanted][0]} layer), or use {lname}(from_logits=True) "
+            f"(or e.g. SparseCategoricalCrossentropy(from_logits=True))"
+        )

@@ -86,20 +86,27 @@ class _CountingAccuracy(Metric):
 
 
 class BinaryAccuracy(_CountingAccuracy):
-    """Share of outputs with ``(logit > 0) == (target > 0.5)``: Keras' ``binary_accuracy`` on logits.
+    """Share of outputs with ``(y > threshold) == (target > 0.5)``: Keras' ``binary_accuracy``
+    on logits (``threshold=0``) or on probabilities (``threshold=0.5``, what a model trained
+    with ``from_logits=False`` reports).
 
     Args:
-        (none)
+        threshold: 0 for logits, 0.5 for probabilities.
 
     Example:
         >>> m = BinaryAccuracy(); m.update(np.array([[2.0], [-1.0]]), np.array([1, 1])); m.result()
         0.5
     """
 
+    def __init__(self, threshold: float = 0.0) -> None:
+        # 0 on logits; 0.5 for a model that outputs probabilities (a loss with from_logits=False).
+        self.threshold = float(threshold)
+        super().__init__()
+
     def count(self, y_pred: np.ndarray, y_true: np.ndarray) -> tuple[int, int]:
         if y_true.shape != y_pred.shape:
             y_true = y_true.reshape(y_pred.shape)
-        return int(np.count_nonzero((y_pred > 0) == (y_true > 0.5))), y_pred.size
+        return int(np.count_nonzero((y_pred > self.threshold) == (y_true > 0.5))), y_pred.size
 
 
 class CategoricalAccuracy(_CountingAccuracy):
@@ -440,6 +447,8 @@ def get(metric: Any, loss: Any = None, output_shape: Sequence[int] | None = None
     if key in ("accuracy", "acc"):
         found = default_metrics(loss, output_shape) or [CategoricalAccuracy()]
         made = found[0]
+    elif key == "binary_accuracy":
+        made = _binary_accuracy(loss)
     elif key in _BY_NAME:
         made = _BY_NAME[key]()
     else:
@@ -452,9 +461,14 @@ def default_metrics(loss: Any, output_shape: Sequence[int] | None) -> list[Metri
     """The metrics a model with this loss and per-sample output shape reports (see the module docstring)."""
     kind = getattr(loss, "accuracy_kind", "auto")
     if kind == "binary":
-        return [BinaryAccuracy()]
+        return [_binary_accuracy(loss)]
     if kind == "categorical" or (
         kind == "auto" and output_shape is not None and len(output_shape) == 1 and output_shape[0] > 1
     ):
         return [CategoricalAccuracy()]
     return []
+
+
+def _binary_accuracy(loss: Any) -> BinaryAccuracy:
+    """Threshold 0 on logits, 0.5 on the probabilities of a loss with ``from_logits=False``."""
+    return BinaryAccuracy(0.5 if getattr(loss, "from_logits", True) is False else 0.0)

@@ -12,8 +12,10 @@ import numpy as np
 from . import serialization
 from .errors import TrainingDivergedError
 from .interfaces import Layer, Optimizer, Shape
+from .layers import LayerChain
 from .losses import Loss
 from .model_base import BaseModel, shape_text
+from .symbolic import SymbolicTensor
 
 __all__ = ["Sequential", "TrainingDivergedError"]
 
@@ -58,16 +60,33 @@ class Sequential(BaseModel):
     ) -> None:
         super().__init__(loss, optimizer, seed, name)
         self.layers: list[Layer] = []
+        self._declared_input: Shape | None = None
         for layer in layers:
             self.add(layer)
+        if input_shape is None and self._declared_input is not None:
+            input_shape = self._declared_input
         if input_shape is not None:
             self.build(tuple(input_shape))
         elif self.layers and self.layers[0].built:
             # The first layer knows its input (e.g. Linear(800, 10)): every shape is known now.
             self.build(self.layers[0].input_shape)
 
-    def add(self, layer: Layer) -> None:
-        """Append a layer. Its random draws (weights, dropout masks) come from the model's generator."""
+    def add(self, layer: Layer | LayerChain | SymbolicTensor) -> None:
+        """Append a layer. Its random draws (weights, dropout masks) come from the model's generator.
+
+        Keras' forms work too: an ``Input(shape=...)`` first (it sets the input shape), and a
+        :class:`~nn_from_scratch.layers.LayerChain` (a layer built with ``activation=``),
+        whose layers are appended one by one.
+        """
+        if isinstance(layer, LayerChain):
+            for part in layer:
+                self.add(part)
+            return
+        if isinstance(layer, SymbolicTensor) and layer.node is None:
+            if self.layers:
+                raise TypeError("Sequential: an Input(...) can only come first")
+            self._declared_input = tuple(layer.shape)
+            return
         if not isinstance(layer, Layer):
             raise TypeError(
                 f"Sequential: layer {len(self.layers)} must be a Layer (Node or Neuron), got {type(layer).__name__}"
@@ -76,6 +95,8 @@ class Sequential(BaseModel):
             raise TypeError(f"Sequential: {layer.name} takes several inputs; build a graph Model for it")
         self._adopt(layer)
         self.layers.append(layer)
+        if self._declared_input is not None and not layer.built:
+            self.build(self._declared_input)  # Keras' Input first: every added layer is built at once
 
     # -- building -------------------------------------------------------------------------
     def build(self, input_shape: Shape) -> None:

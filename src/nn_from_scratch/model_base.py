@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -47,6 +48,17 @@ class BaseModel:
         #: What ``compile(metrics=...)`` asked for (names or Metric objects); None: the loss's default.
         self.metric_specs: list[Any] | None = None
 
+    @property
+    def optimizer(self) -> Optimizer | None:
+        """The optimizer; assigning one binds it to this model (its ``state_dict()`` names parameters by it)."""
+        return self.__dict__.get("_optimizer")
+
+    @optimizer.setter
+    def optimizer(self, value: Optimizer | None) -> None:
+        if isinstance(value, Optimizer):
+            value._model_ref = weakref.ref(self)
+        self._optimizer = value
+
     def _adopt(self, layer: Layer) -> None:
         """Make ``layer`` draw from the model's generator; re-draw its weights if they are fresh."""
         layer.rng = self.rng  # dropout and friends draw from the model's generator
@@ -57,15 +69,25 @@ class BaseModel:
             layer.reset_parameters(self.rng)
         layer.adopted = True
 
-    def compile(self, optimizer: Optimizer | None = None, loss: Loss | None = None,
+    def compile(self, optimizer: Optimizer | str | None = None, loss: Loss | str | None = None,
                 metrics: Sequence[Any] | None = None) -> None:
         """Set the optimizer, the loss and the metrics (the Keras spelling of passing them to the
         constructor). ``metrics`` holds names or :class:`~nn_from_scratch.metrics.Metric` objects
-        (see :mod:`nn_from_scratch.metrics`); ``fit`` and ``evaluate`` report each of them."""
+        (see :mod:`nn_from_scratch.metrics`); ``fit`` and ``evaluate`` report each of them.
+
+        ``optimizer`` may be a Keras name (``"adam"``, ``"sgd"``, ``"adamw"``, ``"rmsprop"``, with
+        Keras' default learning rate: :func:`nn_from_scratch.optimizers.get`) and ``loss`` one
+        too (:func:`nn_from_scratch.losses.get`). As in Keras, the loss names mean
+        *probabilities*: ``loss="sparse_categorical_crossentropy"`` is
+        ``SoftMaxLoss(from_logits=False)`` and wants a model ending with
+        ``activation="softmax"``; for logits pass ``SoftMaxLoss()``. A mismatch is refused when
+        ``fit`` / ``evaluate`` start."""
+        from . import losses, optimizers
+
         if optimizer is not None:
-            self.optimizer = optimizer
+            self.optimizer = optimizers.get(optimizer)
         if loss is not None:
-            self.loss = loss
+            self.loss = losses.get(loss)
         if metrics is not None:
             if isinstance(metrics, (str, bytes)) or not isinstance(metrics, (list, tuple)):
                 raise TypeError(f"{type(self).__name__}.compile: metrics must be a list, e.g. metrics=['accuracy'], got {metrics!r}")

@@ -3,6 +3,12 @@
 Hyper-parameters are checked at construction, as ``torch.optim`` checks them, and more
 strictly: each must be a finite number (``lr > 0``, ``clip_norm > 0``, ``eps``, ``momentum`` and
 ``weight_decay >= 0``, betas in ``[0, 1)``), else ``ValueError`` (``TypeError`` for a non-number).
+
+Every optimizer takes ``learning_rate=`` (Keras' spelling) as well as ``lr=`` (torch's), and
+:func:`get` builds one from a Keras name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``)
+with Keras' default learning rate. Only the learning rate follows Keras there: the other
+hyper-parameters keep torch's defaults and update rules (Keras' Adam has ``epsilon=1e-7`` and
+RMSprop ``rho=0.9``; pass them to the classes to match).
 """
 
 from __future__ import annotations
@@ -12,6 +18,15 @@ from typing import Any
 import numpy as np
 
 from .interfaces import Optimizer, check_hyperparameter
+
+
+def _pick_lr(lr: float, default: float, learning_rate: float | None, who: str) -> float:
+    """``learning_rate`` (Keras' name) when given, else ``lr``; both given differently is an error."""
+    if learning_rate is None:
+        return lr
+    if lr != default and lr != learning_rate:
+        raise TypeError(f"{who}: got both lr={lr!r} and learning_rate={learning_rate!r}; pass one of them")
+    return learning_rate
 
 
 class GradientDescent(Optimizer):
@@ -32,8 +47,10 @@ class GradientDescent(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
+        *,
+        learning_rate: float | None = None,
     ) -> None:
-        super().__init__(lr, clip_norm)
+        super().__init__(_pick_lr(lr, 0.01, learning_rate, "GradientDescent"), clip_norm)
         momentum = check_hyperparameter(momentum, "momentum", "GradientDescent", low=0.0)
         weight_decay = check_hyperparameter(weight_decay, "weight_decay", "GradientDescent", low=0.0)
         if nesterov and momentum <= 0:
@@ -104,9 +121,11 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
+        *,
+        learning_rate: float | None = None,
     ) -> None:
-        super().__init__(lr, clip_norm)
         who = type(self).__name__
+        super().__init__(_pick_lr(lr, 1e-3, learning_rate, who), clip_norm)
         self.beta1 = check_hyperparameter(beta1, "beta1", who, low=0.0, high=1.0, high_open=True)
         self.beta2 = check_hyperparameter(beta2, "beta2", who, low=0.0, high=1.0, high_open=True)
         self.eps = check_hyperparameter(eps, "eps", who, low=0.0)
@@ -165,8 +184,10 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         clip_norm: float | None = None,
+        *,
+        learning_rate: float | None = None,
     ) -> None:
-        super().__init__(lr, beta1, beta2, eps, weight_decay, clip_norm)
+        super().__init__(_pick_lr(lr, 1e-3, learning_rate, "AdamW"), beta1, beta2, eps, weight_decay, clip_norm)
 
     def _decay(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
         if self.weight_decay:
@@ -197,8 +218,10 @@ class RMSProp(Optimizer):
         centered: bool = False,
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
+        *,
+        learning_rate: float | None = None,
     ) -> None:
-        super().__init__(lr, clip_norm)
+        super().__init__(_pick_lr(lr, 1e-2, learning_rate, "RMSProp"), clip_norm)
         self.alpha = check_hyperparameter(alpha, "alpha", "RMSProp", low=0.0, high=1.0)
         self.eps = check_hyperparameter(eps, "eps", "RMSProp", low=0.0)
         self.momentum = check_hyperparameter(momentum, "momentum", "RMSProp", low=0.0)
@@ -243,3 +266,36 @@ class RMSProp(Optimizer):
             "centered": self.centered,
             "weight_decay": self.weight_decay,
         }
+
+
+#: Keras' names (lower case) -> (class, Keras' default learning rate).
+_BY_NAME: dict[str, tuple[type[Optimizer], float]] = {
+    "sgd": (GradientDescent, 0.01),
+    "adam": (Adam, 0.001),
+    "adamw": (AdamW, 0.001),
+    "rmsprop": (RMSProp, 0.001),
+}
+
+
+def get(optimizer: Any, learning_rate: float | None = None) -> Optimizer:
+    """An optimizer from a Keras name with Keras' default learning rate (``"sgd"`` 0.01,
+    ``"adam"`` / ``"adamw"`` / ``"rmsprop"`` 0.001), or ``optimizer`` itself when it is one.
+
+    Example:
+        >>> get("adam").lr
+        0.001
+    """
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizers.get: expected an optimizer name or an Optimizer, got {type(optimizer).__name__}")
+    key = optimizer.lower()
+    if key not in _BY_NAME:
+        raise ValueError(f"optimizers.get: unknown optimizer {optimizer!r}; known: {', '.join(sorted(_BY_NAME))}")
+    cls, default_lr = _BY_NAME[key]
+    return cls(learning_rate=default_lr if learning_rate is None else learning_rate)
+
+
+# Keras' class names, the same classes.
+SGD = GradientDescent
+RMSprop = RMSProp

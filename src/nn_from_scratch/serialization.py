@@ -22,7 +22,7 @@ flushed and fsync'ed and then renamed over the target with ``os.replace`` (atomi
 Windows), and the directory is fsync'ed. A save killed at any moment leaves either the old
 file or the new one, never a mix; at worst a stray ``.<name>.*.tmp`` file stays behind.
 
-``safetensors`` is an optional dependency (``pip install nn_from_scratch[io]``), imported only here.
+``safetensors`` is a runtime dependency of the package, imported only here.
 """
 
 from __future__ import annotations
@@ -85,6 +85,29 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
+def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
+    """Allow :func:`save_model` / :func:`load_model` to save and rebuild optimizers of your own
+    class, with their state (usable as a decorator), as :func:`register_layer` does for layers.
+
+    The class must rebuild itself from ``cls(**optimizer.get_config())``. Its per-parameter
+    state (``state_for(param)``) is saved as it is for the built-in optimizers: arrays shaped
+    as their parameter, and integer counters (e.g. a step count, ``1 <= step <= iterations``).
+
+    Example:
+        >>> @register_optimizer
+        ... class SignSGD(Optimizer):
+        ...     def update(self, param, grad):
+        ...         param -= self.lr * np.sign(grad)
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise TypeError(f"register_optimizer: expected an Optimizer subclass, got {cls!r}")
+    existing = OPTIMIZERS.get(cls.__name__)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"register_optimizer: another optimizer class is already registered as {cls.__name__!r}")
+    OPTIMIZERS[cls.__name__] = cls
+    return cls
+
+
 def register_model(cls: type) -> type:
     """Let :func:`load_model` rebuild models of this class (``cls.from_config(layers, structure, ...)``)."""
     existing = MODELS.get(cls.__name__)
@@ -100,7 +123,8 @@ def _safetensors():
         from safetensors import safe_open
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "saving and loading models needs the 'safetensors' package: pip install 'nn_from_scratch[io]'"
+            "saving and loading models needs the 'safetensors' package, a dependency of nn_from_scratch: "
+            "pip install safetensors (or reinstall: pip install -e .)"
         ) from error
     return st_numpy, safe_open
 
@@ -154,8 +178,8 @@ def _check_registered(obj: Any, registry: dict[str, type], what: str) -> None:
     if registry.get(type(obj).__name__) is not type(obj):
         raise TypeError(
             f"save: {what} class {type(obj).__name__} is not in the registry, so the file could not be loaded; "
-            f"register it with nn_from_scratch.serialization.register_layer"
-            if what == "layer"
+            f"register it with nn_from_scratch.serialization.register_{what}"
+            if what in ("layer", "optimizer")
             else f"save: {what} class {type(obj).__name__} is not one this library can load ({', '.join(registry)})"
         )
 

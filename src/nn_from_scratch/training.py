@@ -29,6 +29,7 @@ from .data import ArrayBatches, IterableBatches, sample_weights
 from .errors import TrainingDivergedError
 from .interfaces import TrainableModel
 from .progress import tqdm
+from .losses import check_model_output
 from . import metrics as metrics_module
 
 
@@ -36,6 +37,8 @@ def _require(model: TrainableModel, what: str, optimizer: bool = True) -> None:
     if model.loss is None or (optimizer and model.optimizer is None):
         needs = "a loss and an optimizer (pass loss=... and optimizer=...)" if optimizer else "a loss (pass loss=...)"
         raise ValueError(f"{type(model).__name__}: {what} needs {needs}")
+    # A final softmax/sigmoid with a loss on logits (or the reverse) is refused, never trained.
+    check_model_output(model, what)
 
 
 def check_xy(model: TrainableModel, x: Any, y: Any, who: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,13 +6,14 @@
 * :mod:`.idx_dataset` -- what both datasets share: four IDX files, bundled, cached or downloaded.
 * :mod:`.mnist` -- MNIST, as ``keras.datasets.mnist`` returns it.
 * :mod:`.fashion_mnist` -- Fashion-MNIST, as ``keras.datasets.fashion_mnist`` returns it.
+* :mod:`.cifar10` -- CIFAR-10 from its official binary archive (not bundled; ``download=True``).
 """
 
-from . import fashion_mnist, mnist
+from . import cifar10, fashion_mnist, mnist
 from .download import DownloadError
 from .idx import ChecksumError, DatasetFileError, IDXFormatError, read_idx, read_idx_bytes
 
 __all__ = [
-    "ChecksumError", "DatasetFileError", "DownloadError", "IDXFormatError", "fashion_mnist", "mnist", "read_idx",
+    "ChecksumError", "DatasetFileError", "DownloadError", "IDXFormatError", "cifar10", "fashion_mnist", "mnist", "read_idx",
     "read_idx_bytes",
 ]

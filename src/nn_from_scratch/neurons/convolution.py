@@ -78,11 +78,20 @@ class Convolution(Neuron):
         kernel_initializer: str | initializers.Initializer = "glorot_uniform",
         dtype: Any = np.float32,
         name: str | None = None,
+        depth_multiplier: int | None = None,
     ) -> None:
         super().__init__(name, dtype)
         if kernel_size is None:
             raise ValueError(f"{self.name}: kernel_size is required")
         self.kernel_size = kernels.as_pair(kernel_size, "kernel_size", self.name)
+        # Keras' DepthwiseConv2D: groups = C and O = depth_multiplier * C, fixed when C is known.
+        self.depth_multiplier = None if depth_multiplier is None else int(depth_multiplier)
+        if self.depth_multiplier is not None:
+            if not is_int(depth_multiplier) or depth_multiplier < 1:
+                raise ValueError(f"{self.name}: depth_multiplier must be a positive int, got {depth_multiplier!r}")
+            channels = per_sample_shape(input_dim, expected_ndim=3, what="input_dim", who=self.name)
+            c = None if channels is None else channels[0]
+            groups, output_layers = (c, c * self.depth_multiplier) if c else (1, self.depth_multiplier)
         if not is_int(output_layers) or output_layers < 1:
             raise (ValueError if is_int(output_layers) else TypeError)(
                 f"{self.name}: output_layers must be a positive int, got {output_layers!r}"
@@ -165,6 +174,8 @@ class Convolution(Neuron):
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> None:
         if len(input_shape) == 2 and self.in_channels in (None, 1):
             input_shape = (1, *input_shape)  # (H, W): one channel, as forward reads an (N, H, W) batch
+        if self.depth_multiplier is not None and self.in_channels is None and len(input_shape) == 3:
+            self.groups, self.out_channels = int(input_shape[0]), int(input_shape[0]) * self.depth_multiplier
         super().build(input_shape)
         self.in_channels = self.input_shape[0]
         self.geometry = self._geometry(self.input_shape[1:])
@@ -231,4 +242,6 @@ class Convolution(Neuron):
             "kernel_initializer": self.kernel_initializer if isinstance(self.kernel_initializer, str) else "glorot_uniform",
             "dtype": self.dtype.name,
             "name": self.name,
+            # only when set: the configs (and files) of other convolutions stay as they were
+            **({} if self.depth_multiplier is None else {"depth_multiplier": self.depth_multiplier}),
         }

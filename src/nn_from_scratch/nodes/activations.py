@@ -420,3 +420,26 @@ class Identity(Activation):
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         return np.asarray(dL_dy) if need_input_grad else None
+
+
+#: Keras' activation names -> the layer that computes them (Keras' defaults where they differ:
+#: its ``leaky_relu`` slope is 0.2, torch's 0.01).
+_BY_NAME: dict[str, Any] = {
+    "relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": SoftMax, "gelu": GELU, "silu": SiLU, "swish": SiLU,
+    "elu": ELU, "softplus": Softplus, "log_softmax": LogSoftMax, "linear": Identity,
+    "leaky_relu": lambda: LeakyReLU(0.2),
+}
+
+
+def get(name: str) -> Activation:
+    """A fresh activation layer from a Keras name: ``"relu"``, ``"sigmoid"``, ``"tanh"``,
+    ``"softmax"``, ``"gelu"`` (exact, as Keras' ``approximate=False``), ``"silu"`` / ``"swish"``,
+    ``"elu"``, ``"softplus"``, ``"log_softmax"``, ``"leaky_relu"`` (slope 0.2, Keras') or ``"linear"``.
+
+    Example:
+        >>> type(get("relu")).__name__
+        'ReLU'
+    """
+    if not isinstance(name, str) or name.lower() not in _BY_NAME:
+        raise ValueError(f"activations.get: unknown activation {name!r}; known: {', '.join(sorted(_BY_NAME))}")
+    return _BY_NAME[name.lower()]()
