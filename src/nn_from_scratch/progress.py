@@ -21,6 +21,11 @@ with warnings.catch_warnings():
     # TqdmWarning: no ipywidgets in a notebook (the text bar is used); TqdmExperimentalWarning
     # (a subclass): the widget bar is used. Neither is something the user can act on here.
     warnings.simplefilter("ignore", TqdmWarning)
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm as _auto_tqdm
+
+tqdm = _auto_tqdm
+"""The progress-bar class, as ``tqdm.auto.tqdm`` picks it: ``tqdm.notebook.tqdm`` (a widget) in
+Jupyter with ipywidgets installed, ``tqdm.std.tqdm`` (text) everywhere else. Same arguments as
+``tqdm.tqdm``, e.g. ``tqdm(total=100, desc="Epoch 1/3", unit="batch")``."""
 
 __all__ = ["tqdm"]
