@@ -69,3 +69,18 @@ def test_public_functions_have_args_and_an_example(module):
         assert "Args:" in doc and "Example:" in doc, f"{module}.{name}"
         for parameter in inspect.signature(obj).parameters:
             assert f"{parameter}:" in doc or f"{parameter}," in doc, f"{module}.{name}: {parameter} undocumented"
+
+
+@pytest.mark.parametrize("module", ["nn_from_scratch.plots", "nn_from_scratch.zoo", "nn_from_scratch.nodes.activations",
+                                    "nn_from_scratch.nodes.pooling", "nn_from_scratch.nodes.dropout",
+                                    "nn_from_scratch.nodes.reshape"])
+def test_examples_in_docstrings_run(module):
+    """The ``Example:`` sections of these modules are doctests, and they pass."""
+    import doctest
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -129,7 +129,7 @@ def plot_filters(layer: Any, path: str | os.PathLike | None = None, max_filters:
 
     Example:
         >>> from nn_from_scratch.neurons import Convolution
-        >>> conv = Convolution(input_shape=(1, 28, 28), kernel_size=3, output_layers=4)
+        >>> conv = Convolution(input_dim=(1, 28, 28), kernel_size=3, output_layers=4)
         >>> len(plot_filters(conv).axes)     # 4 kernels and the colour bar
         5
     """
@@ -439,8 +439,9 @@ def plot_comparison(report: Any, path: str | os.PathLike | None = None, title: s
 
     Example:
         >>> from nn_from_scratch import zoo, verify
+        >>> from nn_from_scratch.losses import SoftMaxLoss
         >>> model = zoo.seed_cnn(dtype=np.float64, seed=0)
-        >>> report = verify.compare(model, np.random.rand(2, 1, 28, 28), np.array([3, 5]))
+        >>> report = verify.compare(model, np.random.rand(2, 1, 28, 28), np.array([3, 5]), loss=SoftMaxLoss())
         >>> plot_comparison(report).axes[0].get_ylabel()
         'relative error'
     """

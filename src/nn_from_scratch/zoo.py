@@ -33,6 +33,18 @@ def preprocess_images(images: np.ndarray, method: str = DEFAULT_PREPROCESSING, d
 
     ``"standardize"``: ``(x - 33.318) / 78.567``, zero mean and unit variance over the training
     set. ``"scale"``: ``x / 255``, into ``[0, 1]``, as the seed notebook did.
+
+    Args:
+        images: uint8 pixels ``(N, H, W)``.
+        method: ``"scale"`` or ``"standardize"``.
+        dtype: the floating type of the result.
+
+    Returns:
+        ``(N, 1, H, W)`` of ``dtype``.
+
+    Example:
+        >>> preprocess_images(np.full((2, 28, 28), 255, np.uint8)).shape
+        (2, 1, 28, 28)
     """
     x = np.asarray(images).astype(dtype)[:, None]
     if method == "standardize":
@@ -49,6 +61,17 @@ def seed_cnn(dtype: Any = np.float32, seed: int | None = None) -> Sequential:
         conv 7x7, 2 channels, no bias -> ReLU       (N, 2, 20, 20)
         flatten                                     (N, 800)
         linear 800 -> 10                            (N, 10) logits
+
+    Args:
+        dtype: float32 (default) or float64.
+        seed: seeds the model's generator (initial weights, shuffles).
+
+    Returns:
+        A built :class:`~nn_from_scratch.model.Sequential` without loss or optimizer.
+
+    Example:
+        >>> seed_cnn(seed=0).count_params()
+        8438
     """
     layers = [
         Convolution(kernel_size=3, output_layers=4, use_bias=False, dtype=dtype),
@@ -73,6 +96,18 @@ def lenet5(dtype: Any = np.float32, seed: int | None = None, batch_norm: bool = 
     With ``batch_norm`` (the default) each convolution is followed by batch normalisation
     (and has no bias, which the normalisation would cancel); it makes a few epochs of Adam
     reach 99% test accuracy reliably.
+
+    Args:
+        dtype: float32 (default) or float64.
+        seed: seeds the model's generator.
+        batch_norm: follow each convolution with batch normalisation.
+
+    Returns:
+        A built ``Sequential`` taking ``(N, 1, 28, 28)``, without loss or optimizer.
+
+    Example:
+        >>> lenet5(seed=0).predict(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 10)
     """
 
     def conv_block(kernel: int, channels: int, padding: int) -> list:

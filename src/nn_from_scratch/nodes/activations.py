@@ -25,7 +25,18 @@ class Activation(Node):
 
 
 class ReLU(Activation):
-    """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]``."""
+    """``y = max(x, 0)``; ``dL/dx = dL/dy * [x > 0]``.
+
+    Shapes: any ``(N, ...)``, unchanged.
+
+    Args:
+        n_input: ignored; accepted so that the seed's ``ReLU((50, 4, 26, 26))`` still works.
+        name: the layer's name (default: the class name).
+
+    Example:
+        >>> ReLU().forward(np.array([[-1.0, 0.0, 2.0]]))
+        array([[0., 0., 2.]])
+    """
 
     cache_attrs = ("_y",)
 
@@ -43,7 +54,19 @@ class ReLU(Activation):
 
 
 class LeakyReLU(Activation):
-    """``y = x if x > 0 else alpha * x``; ``dL/dx = dL/dy * (1 if x > 0 else alpha)``."""
+    """``y = x if x > 0 else alpha * x``; ``dL/dx = dL/dy * (1 if x > 0 else alpha)``.
+
+    Shapes: any ``(N, ...)``, unchanged.
+
+    Args:
+        alpha: the slope below zero (torch's ``negative_slope``, default 0.01).
+        n_input: ignored (the seed's shape argument).
+        name: the layer's name.
+
+    Example:
+        >>> LeakyReLU(alpha=0.1).forward(np.array([[-2.0, 3.0]]))
+        array([[-0.2,  3. ]])
+    """
 
     cache_attrs = ("_x",)
 
@@ -63,7 +86,18 @@ class LeakyReLU(Activation):
 
 
 class Sigmoid(Activation):
-    """``y = 1 / (1 + exp(-x))``; ``dL/dx = dL/dy * y * (1 - y)``."""
+    """``y = 1 / (1 + exp(-x))``; ``dL/dx = dL/dy * y * (1 - y)``.
+
+    Shapes: any ``(N, ...)``, unchanged.
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: the layer's name.
+
+    Example:
+        >>> Sigmoid().forward(np.array([[0.0]]))
+        array([[0.5]])
+    """
 
     cache_attrs = ("_y",)
 
@@ -80,7 +114,18 @@ class Sigmoid(Activation):
 
 
 class Tanh(Activation):
-    """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y^2)``."""
+    """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y^2)``.
+
+    Shapes: any ``(N, ...)``, unchanged.
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: the layer's name.
+
+    Example:
+        >>> Tanh().forward(np.array([[0.0]]))
+        array([[0.]])
+    """
 
     cache_attrs = ("_y",)
 
@@ -99,6 +144,16 @@ class SoftMax(Activation):
     Backward is the Jacobian-vector product ``dL/dx = y * (dL/dy - sum_k dL/dy_k y_k)``.
     For training a classifier, use :class:`SoftMaxLoss` on the logits instead: it fuses
     softmax and cross-entropy, which is both stabler and cheaper.
+
+    Shapes: ``(N, ..., K)``, unchanged; each row along the last axis sums to 1.
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: the layer's name.
+
+    Example:
+        >>> SoftMax().forward(np.array([[0.0, 0.0]]))
+        array([[0.5, 0.5]])
     """
 
     cache_attrs = ("_y",)

@@ -23,6 +23,16 @@ class Dropout(Node):
     Shapes: any ``(N, ...)``, unchanged. The uniform draws come from ``self.rng`` -- any object
     with numpy's ``random(size, dtype=...)`` method, which :class:`~nn_from_scratch.Sequential`
     sets to the model's generator -- or, when unset, :func:`nn_from_scratch.initializers.default_rng`.
+
+    Args:
+        rate: the probability of zeroing an element, in ``[0, 1)``.
+        name: the layer's name.
+
+    Example:
+        >>> layer = Dropout(0.5)
+        >>> layer.training = False                   # inference: the identity
+        >>> layer.forward(np.ones((1, 4)))
+        array([[1., 1., 1., 1.]])
     """
 
     fixed_input_shape = False

@@ -90,6 +90,19 @@ class MaxPooling(_Pooling2D):
     Integer input gives output of the same dtype, as ``max_pool2d`` on an integer tensor does
     (exactly; 64-bit integers need a 64-bit-mantissa long double, as on x86, else must lie within
     ``+-2**53``); bool input is refused, as in torch.
+
+    Shapes: ``(N, C, H, W) -> (N, C, OH, OW)``, ``OH = (H + pt + pb - kh) // sh + 1`` (likewise ``OW``).
+
+    Args:
+        pool_size: window ``k`` or ``(kh, kw)``.
+        stride: ``s`` or ``(sh, sw)``; default ``pool_size``.
+        padding: ``p``, ``(ph, pw)`` or ``(top, bottom, left, right)``, at most half the window.
+        name: the layer's name.
+
+    Example:
+        >>> MaxPooling(2).forward(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 5.,  7.],
+                 [13., 15.]]]])
     """
 
     cache_attrs = ("_x_shape", "_argmax")
@@ -128,6 +141,20 @@ class AveragePooling(_Pooling2D):
 
     Backward: every element of window ``(i, j)`` receives ``dL/dy[n, c, i, j] / d[i, j]``;
     overlapping windows add up. Integer input is refused (``TypeError``), as in torch.
+
+    Shapes: ``(N, C, H, W) -> (N, C, OH, OW)``, as :class:`MaxPooling`.
+
+    Args:
+        pool_size: window ``k`` or ``(kh, kw)``.
+        stride: ``s`` or ``(sh, sw)``; default ``pool_size``.
+        padding: ``p``, ``(ph, pw)`` or ``(top, bottom, left, right)``.
+        count_include_pad: divide by the whole window (True, torch's default) or by its part inside ``x``.
+        name: the layer's name.
+
+    Example:
+        >>> AveragePooling(2).forward(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 2.5,  4.5],
+                 [10.5, 12.5]]]])
     """
 
     cache_attrs = ("_x_shape", "_dtype")
@@ -174,6 +201,13 @@ class GlobalAveragePooling(Node):
     Any number of spatial axes works (``(N, C, L)`` too). Backward spreads ``dL/dy[n, c]``
     evenly: ``dL/dx[n, c, h, w] = dL/dy[n, c] / (H * W)``. Integer input is refused
     (``TypeError``), as torch's ``mean`` refuses it.
+
+    Args:
+        name: the layer's name.
+
+    Example:
+        >>> GlobalAveragePooling().forward(np.arange(8.0).reshape(1, 2, 2, 2))
+        array([[1.5, 5.5]])
     """
 
     cache_attrs = ("_x_shape", "_x_order")

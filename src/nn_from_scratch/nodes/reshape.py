@@ -15,6 +15,15 @@ class Vectorization(Node):
     C order on NCHW means channel-major: ``(c, h, w)`` becomes index ``c*H*W + h*W + w``
     (PyTorch's ``Flatten``; Keras flattens NHWC, which :mod:`nn_from_scratch.interop` handles).
     ``input_dim`` may include the batch size, as in the seed: ``Vectorization((50, 2, 20, 20))``.
+
+    Args:
+        input_dim: the per-sample input shape (or the seed's shape with the batch size), or
+            ``None`` to take it from the first input.
+        name: the layer's name.
+
+    Example:
+        >>> Vectorization().forward(np.zeros((5, 2, 3, 4))).shape
+        (5, 24)
     """
 
     cache_attrs = ("_x_shape",)
