@@ -15,7 +15,9 @@ per batch, without the augmentation and the learning-rate schedule).
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,6 +48,20 @@ def build_torch(torch, ours):
     return to_torch(ours)
 
 
+#: Process CPU seconds of each timed step, per library: on a busy machine the wall time of a step
+#: includes the time other processes held the cores, its CPU time far less so.
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def _with_cpu_time(name: str, run):
+    def timed(i: int) -> None:
+        start = time.process_time()
+        run(i)
+        CPU_SECONDS.setdefault(name, []).append(time.process_time() - start)
+
+    return timed
+
+
 def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, which=("ours", "torch")):
     """Step functions ``run(i)`` for each library, on the same MNIST batches and initial weights."""
     x, labels = common.mnist_batches(batch, n_batches)
@@ -55,7 +71,7 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
         def run_ours(i: int) -> None:
             ours.train_step(x[i % n_batches], labels[i % n_batches])
 
-        runners["nn_from_scratch"] = run_ours
+        runners["nn_from_scratch"] = _with_cpu_time("nn_from_scratch", run_ours)
     if "torch" in which:
         torch = common.import_torch()
         net = build_torch_fn(torch, ours).train()
@@ -69,7 +85,7 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
             loss_fn(net(xt[i % n_batches]), yt[i % n_batches]).backward()
             opt.step()
 
-        runners["torch"] = run_torch
+        runners["torch"] = _with_cpu_time("torch", run_torch)
     return runners
 
 
@@ -101,6 +117,11 @@ def main() -> dict:
     print(f"median step: ours {ms['ours']:.0f} ms, torch {ms['torch']:.0f} ms "
           f"(min-max ours {1e3 * BATCH / result['ours']['max']:.0f}-{1e3 * BATCH / result['ours']['min']:.0f} ms, "
           f"torch {1e3 * BATCH / result['torch']['max']:.0f}-{1e3 * BATCH / result['torch']['min']:.0f} ms)")
+    cpu = {name: 1e3 * statistics.median(v[args.warmup :] or v) for name, v in CPU_SECONDS.items()}
+    if cpu:
+        print(f"median CPU time per step (all threads): ours {cpu['nn_from_scratch']:.0f} ms, torch {cpu['torch']:.0f} ms, "
+              f"ratio torch/ours {cpu['torch'] / cpu['nn_from_scratch']:.2f}")
+        result["cpu_ms_per_step"] = cpu
     return result
 
 

@@ -11,9 +11,10 @@ thread pool is shared by the whole process; the element-wise passes are single-t
 Choosing the count (measured on a 2-core machine shared with other busy processes, load
 average 10-12; benchmarks/resnet.py and the notes of issue 9): a BLAS thread that has to wait
 for a core held by another process stalls every product it takes part in, so two threads on a
-busy 2-core machine were *slower* than one -- zoo.resnet's training step 1.2-5x slower, the
-seed CNN and LeNet 10-20x (``train --model lenet`` took 286 s with the default two threads and
-41 s with one). :func:`default_num_threads` therefore picks one thread per core that is idle
+busy 2-core machine were *slower* than one: zoo.resnet's training step at batch 128 took a
+median 8.3 s with two threads against 0.8-1.4 s with one (torch: 4.1 s against 0.5-1.0 s), and
+the seed CNN and LeNet ran 10-20x slower (``train --model lenet`` took 286 s with the default
+two threads and 41 s with one). :func:`default_num_threads` therefore picks one thread per core that is idle
 (by the 1-minute load average, at least one), and ``python -m nn_from_scratch train`` uses it
 unless ``--threads N`` says otherwise.
 """
