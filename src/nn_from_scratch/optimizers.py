@@ -38,6 +38,21 @@ class GradientDescent(Optimizer):
         v = g                       on the first step, else  v = momentum * v + g
         g = g + momentum * v        if nesterov, else        g = v
         p = p - lr * g
+
+    Args:
+        lr: the learning rate (``learning_rate=`` is the same, Keras' name).
+        momentum: the momentum factor (0: plain gradient descent).
+        nesterov: Nesterov momentum (needs ``momentum > 0``).
+        weight_decay: L2 penalty added to the gradient.
+        clip_norm: rescale all gradients so that their global L2 norm is at most this.
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(input_dim=1, output_dim=1, W=np.array([[0.0], [1.0]]))
+        >>> layer._W_pd = np.array([[1.0], [2.0]], dtype=np.float32)
+        >>> GradientDescent(lr=0.1).step([layer])
+        >>> layer.W.ravel()
+        array([-0.1,  0.8], dtype=float32)
     """
 
     def __init__(
@@ -111,6 +126,21 @@ class Adam(Optimizer):
     ``lr``, ``beta1``, ``beta2``, ``eps`` and ``weight_decay`` are plain attributes, read at
     every step, so a schedule can change them between steps. State arrays have the dtype of
     their parameter.
+
+    Args:
+        lr: the learning rate (``learning_rate=`` is the same, Keras' name).
+        beta1, beta2: decay rates of the first and second moment estimates.
+        eps: added to the denominator.
+        weight_decay: L2 penalty added to the gradient (coupled; see :class:`AdamW` for decoupled).
+        clip_norm: rescale all gradients so that their global L2 norm is at most this.
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(input_dim=1, output_dim=1, W=np.array([[0.0], [1.0]]))
+        >>> layer._W_pd = np.array([[1.0], [-2.0]], dtype=np.float32)
+        >>> Adam(lr=0.1).step([layer])          # the first step moves each weight by lr * g / (|g| + eps)
+        >>> np.round(layer.W.ravel(), 6)
+        array([-0.1,  1.1], dtype=float32)
     """
 
     def __init__(
@@ -174,6 +204,18 @@ class AdamW(Adam):
     Before the Adam step (which then sees the raw gradient)::
 
         p = p * (1 - lr * weight_decay)
+
+    Args:
+        lr: the learning rate (``learning_rate=`` is the same).
+        beta1, beta2: decay rates of the moment estimates.
+        eps: added to the denominator.
+        weight_decay: the decoupled decay factor (torch's default 0.01).
+        clip_norm: rescale all gradients so that their global L2 norm is at most this.
+
+    Example:
+        >>> opt = AdamW(lr=1e-3, weight_decay=0.05)
+        >>> (opt.lr, opt.weight_decay)
+        (0.001, 0.05)
     """
 
     def __init__(
@@ -207,6 +249,19 @@ class RMSProp(Optimizer):
 
     There is no bias correction (torch has none), and ``eps`` is added outside the square root.
     Hyper-parameters are plain attributes, read at every step.
+
+    Args:
+        lr: the learning rate (``learning_rate=`` is the same).
+        alpha: smoothing constant of the squared-gradient average.
+        eps: added to the denominator.
+        momentum: momentum factor (0: none).
+        centered: divide by the estimated variance (subtract the squared mean gradient).
+        weight_decay: L2 penalty added to the gradient.
+        clip_norm: rescale all gradients so that their global L2 norm is at most this.
+
+    Example:
+        >>> RMSProp(lr=1e-3, momentum=0.9).momentum
+        0.9
     """
 
     def __init__(

@@ -22,6 +22,20 @@ class Linear(Neuron):
     ``input_dim`` and ``output_dim`` may include the batch size, as the seed passed them
     (``Linear((50, 800), (50, 10))``); it is ignored. ``input_dim`` may be left out and
     inferred from the first input: ``Linear(output_dim=10)``.
+
+    Args:
+        input_dim: ``n_in`` (or the seed's ``(batch, n_in)``), or ``None`` to infer it.
+        output_dim: ``n_out`` (or ``(batch, n_out)``); required.
+        W: initial weights ``(n_in + 1, n_out)``, bias in row 0 (kept as given, not redrawn).
+        W_init_range: draw ``W`` uniformly from ``[-r, r]`` instead of ``kernel_initializer``.
+        kernel_initializer: name or callable for ``W[1:]`` (default Glorot-uniform; the bias starts at 0).
+        dtype: float32 (default) or float64.
+        name: the layer's name.
+
+    Example:
+        >>> layer = Linear(input_dim=3, output_dim=2, W=np.array([[1.0, -1.0], [1, 0], [0, 1], [1, 1]]))
+        >>> layer.forward(np.array([[1.0, 2.0, 3.0]]))
+        array([[5., 4.]], dtype=float32)
     """
 
     parameter_names = ("W",)
