@@ -676,6 +676,29 @@ def compare(
     calls are checked one by one; the model sums them). Each node gets a twin of its own.
     Locally, a node is fed our values of its inputs and our ``dL/dy`` of its output (the sum
     over its consumers).
+
+    Args:
+        model: a ``Sequential``, a graph ``Model``, the seed's ``NeuralNetwork`` or a list of layers.
+        x: a batch ``(N, *input_shape)`` in our layout (NCHW).
+        y: targets for the loss, e.g. integer classes ``(N,)`` or one-hot ``(N, K)``.
+        reference: ``"torch"`` or ``"keras"``.
+        dtype: ``np.float64`` (default) or ``np.float32``, for both sides.
+        tol: the relative tolerance (default 1e-10 in float64, 1e-5 in float32).
+        loss: the loss (default: the model's).
+        training: the mode of both passes (batch statistics for batch norm).
+        mode: ``"local"`` (each layer fed our inputs and our ``dL/dy``) or ``"end_to_end"``
+            (each side runs on its own values; errors propagate).
+
+    Returns:
+        A :class:`ComparisonReport`.
+
+    Example:
+        >>> from nn_from_scratch import zoo
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> report = compare(zoo.seed_cnn(dtype=np.float64, seed=0), np.random.rand(2, 1, 28, 28),
+        ...                  np.array([3, 5]), loss=SoftMaxLoss())
+        >>> report.ok, report.first_divergence
+        (True, None)
     """
     if reference not in _REFERENCES:
         raise ValueError(f"compare: reference must be one of {sorted(_REFERENCES)}, got {reference!r}")

@@ -91,6 +91,11 @@ def gradcheck(
 
     Parameters (and layer buffers such as running statistics) are left exactly as they were:
     every perturbed element is restored to its saved value.
+
+    Example:
+        >>> from nn_from_scratch.nodes import Tanh
+        >>> gradcheck(Tanh(), np.linspace(-2, 2, 12).reshape(3, 4))
+        True
     """
     if isinstance(layer_or_model, Loss):
         if loss is not None:

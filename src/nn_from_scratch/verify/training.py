@@ -100,6 +100,31 @@ def compare_training(
     gets rounding noise as its gradient on each side; SGD leaves it near its start, but Adam and
     RMSProp normalise the noise into steps of their own, so such a parameter can differ (at a
     tiny absolute level) without any bug.
+
+    Args:
+        model: a ``Sequential``, the seed's ``NeuralNetwork`` or a graph ``Model``, with a loss.
+        x: inputs ``(N, *input_shape)`` in our layout (NCHW).
+        y: targets ``(N, ...)`` for the model's loss.
+        steps: how many optimizer steps each side takes.
+        batch_size: samples per step (default: all ``N``).
+        optimizer: the optimizer to copy (default: the model's).
+        reference: ``"torch"``.
+        dtype: float64 or float32, both sides.
+        loss: the loss to train with (default: the model's).
+
+    Returns:
+        A :class:`TrainingComparison`: ``losses`` and ``reference_losses`` per step,
+        ``weight_errors`` per parameter at the end, ``max_loss_rel_error``, ``max_weight_rel_error``.
+
+    Example:
+        >>> from nn_from_scratch import zoo
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import Adam
+        >>> model = zoo.seed_cnn(dtype=np.float64, seed=0)
+        >>> model.compile(Adam(1e-3), SoftMaxLoss())
+        >>> result = compare_training(model, np.random.rand(8, 1, 28, 28), np.arange(8), steps=3)
+        >>> result.max_weight_rel_error < 1e-10
+        True
     """
     if reference != "torch":
         raise ValueError(f"compare_training: only reference='torch' is supported, got {reference!r}")
