@@ -75,7 +75,8 @@ def test_public_functions_have_args_and_an_example(module):
                                     "nn_from_scratch.nodes.pooling", "nn_from_scratch.nodes.dropout",
                                     "nn_from_scratch.nodes.reshape", "nn_from_scratch.neurons.linear",
                                     "nn_from_scratch.optimizers", "nn_from_scratch.verify.compare",
-                                    "nn_from_scratch.verify.gradcheck", "nn_from_scratch.verify.training"])
+                                    "nn_from_scratch.verify.gradcheck", "nn_from_scratch.verify.training",
+                                    "nn_from_scratch.symbolic", "nn_from_scratch.callbacks"])
 def test_examples_in_docstrings_run(module):
     """The ``Example:`` sections of these modules are doctests, and they pass."""
     import doctest

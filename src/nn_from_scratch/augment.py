@@ -81,6 +81,14 @@ def random_flip(images: np.ndarray, rng: np.random.Generator, probability: float
     As torchvision's ``RandomHorizontalFlip(p=probability)``: one uniform draw per image
     (``rng.random(N)``); image ``n`` is flipped when its draw is below ``probability``.
 
+    Args:
+        images: a batch ``(N, C, H, W)``, changed in place.
+        rng: the generator that draws one uniform number per image.
+        probability: the chance of flipping each image.
+
+    Returns:
+        ``images``, flipped where drawn.
+
     Example:
         >>> random_flip(np.arange(4.0).reshape(1, 1, 1, 4), np.random.default_rng(0), 1.0)[0, 0, 0]
         array([3., 2., 1., 0.])

@@ -230,6 +230,18 @@ class CosineDecay(LearningRateScheduler):
     with ``T_max = decay_steps`` and ``eta_min = alpha * initial_lr``. ``warmup_steps`` (same
     unit) first ramps linearly from ``initial_lr / warmup_steps`` up to ``initial_lr``; the
     cosine then spans the ``decay_steps`` after the warm-up.
+
+    Args:
+        decay_steps: length of the cosine, in ``unit`` (epochs or batches).
+        alpha: the final rate as a fraction of the initial one.
+        unit: ``"epoch"`` or ``"batch"``.
+        warmup_steps: linear warm-up before the cosine, in ``unit``.
+        verbose: 1 prints the rate when it changes (per epoch).
+
+    Example:
+        >>> schedule = CosineDecay(decay_steps=10, alpha=0.1)    # model.fit(..., callbacks=[schedule])
+        >>> schedule.unit
+        'epoch'
     """
 
     def __init__(self, decay_steps: int, alpha: float = 0.0, unit: str = "epoch", warmup_steps: int = 0,
@@ -299,6 +311,21 @@ class EarlyStopping(_Monitor):
     back when training ends (stopped early or not). ``baseline``: a value the monitored
     quantity must beat for the patience counter to reset. ``start_from_epoch``: epochs to
     wait before watching.
+
+    Args:
+        monitor: the logged quantity to watch, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+        min_delta: the smallest change that counts as an improvement.
+        patience: epochs without improvement before stopping.
+        verbose: 1 prints a line when it stops.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies, min otherwise).
+        baseline: a value to beat, or ``None``.
+        restore_best_weights: write the best epoch's weights back at the end.
+        start_from_epoch: epochs to wait before watching.
+
+    Example:
+        >>> stop = EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
+        >>> stop.patience
+        3
     """
 
     def __init__(

@@ -242,7 +242,18 @@ class SoftMaxLoss(Loss):
 
 
 class MSELoss(Loss):
-    """Mean squared error over all elements: ``L = mean((y - t)^2)``, ``dL/dy = 2 (y - t) / y.size``."""
+    """Mean squared error over all elements: ``L = mean((y - t)^2)``, ``dL/dy = 2 (y - t) / y.size``.
+
+    Shapes: predictions ``y`` and targets ``t`` of the same shape ``(N, ...)``; ``L`` is a scalar.
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: shown in messages.
+
+    Example:
+        >>> float(MSELoss()(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))
+        2.5
+    """
 
     def forward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.floating:
         y = self._check_pred(y_pred)

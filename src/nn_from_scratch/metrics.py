@@ -391,6 +391,15 @@ def classification_report(y_true: Any, y_pred: Any, class_names: Sequence[str] |
     """Per-class precision, recall, F1 and support, then accuracy and macro averages, as text
     (the layout of scikit-learn's ``classification_report``).
 
+    Args:
+        y_true: true classes ``(N,)`` (or one-hot ``(N, K)``).
+        y_pred: predicted classes ``(N,)`` (or scores ``(N, K)``, argmax taken).
+        class_names: a name per class for the rows (default: the class numbers).
+        digits: decimals of the scores.
+
+    Returns:
+        The table as one string.
+
     Example:
         >>> print(classification_report([0, 1, 1], [0, 0, 1]))  # doctest: +SKIP
     """

@@ -47,7 +47,20 @@ class SymbolicTensor:
 
 
 def Input(shape: Sequence[int], name: str = "") -> SymbolicTensor:
-    """The input of a graph model: a batch of shape ``(N, *shape)``, e.g. ``Input(shape=(1, 28, 28))``."""
+    """The input of a graph model: a batch of shape ``(N, *shape)``, e.g. ``Input(shape=(1, 28, 28))``.
+
+    Args:
+        shape: the per-sample shape (no batch axis), e.g. ``(1, 28, 28)``.
+        name: a name for the tensor (shown in reprs and summaries).
+
+    Returns:
+        A :class:`SymbolicTensor`: call layers on it to build the graph, then pass it to
+        :class:`~nn_from_scratch.graph.Model` as ``inputs``.
+
+    Example:
+        >>> Input(shape=(1, 28, 28)).shape
+        (1, 28, 28)
+    """
     if isinstance(shape, int):
         shape = (shape,)
     try:
