@@ -89,8 +89,12 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
     return runners
 
 
-def check_same_training(build_ours_fn, build_torch_fn, batch: int, steps: int = 3) -> float:
-    """Both libraries from the same weights on the same batches: the largest difference of the losses."""
+def check_same_training(build_ours_fn, build_torch_fn, batch: int, steps: int = 5) -> float:
+    """Both libraries from the same weights on the same batches: the largest difference of the losses.
+
+    In float32 the first losses agree to ~3e-6 and later ones drift to ~1e-3 (batch norm at lr 0.05
+    amplifies rounding); the same check in float64 (width 4, batch 16) agrees to 1e-14 over 3 steps, with and without
+    Nesterov momentum and weight decay, so both sides do the same work."""
     x, labels = common.mnist_batches(batch, steps)
     torch = common.import_torch()
     ours = build_ours_fn()
