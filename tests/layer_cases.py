@@ -227,10 +227,20 @@ class ReplayGenerator:
 
 
 def random_dropout(rng: np.random.Generator, dtype: Any, training: bool = True) -> tuple[Dropout, np.ndarray]:
+    """Rate 0.05-0.9 on a random shape; in training mode the replayed draws keep at least one
+    element and drop at least one (a mask of all zeros would make any dL/dx, zeros included,
+    look right), unless the input has a single element."""
     layer = Dropout(float(rng.uniform(0.05, 0.9)))
-    layer.rng = ReplayGenerator(int(rng.integers(1 << 31)))
+    shape = random_shape(rng)
+    for _ in range(100):
+        layer.rng = ReplayGenerator(int(rng.integers(1 << 31)))
+        twin = Dropout(layer.rate)
+        twin.rng = layer.rng
+        kept = twin.forward(np.ones(shape)) != 0
+        if kept.any() and (not kept.all() or kept.size == 1):
+            break
     layer.training = training
-    return layer, rng.normal(size=random_shape(rng)).astype(dtype)
+    return layer, rng.normal(size=shape).astype(dtype)
 
 
 def torch_dropout(layer: Dropout, x, params):
