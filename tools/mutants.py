@@ -275,6 +275,10 @@ STUB_OPTIMIZER = '''
 # tests that check their values instead.
 OWN_TESTS = {name: ["tests/test_graph.py::test_merge_layers_match_torch_with_broadcasting"]
              for name in ("Add", "Concatenate", "Multiply")}
+# Random augmentation layers: no fixed function to difference; their tests check exact known
+# cases (quarter turns, whole-pixel shifts), the adjoint identity and seeding.
+OWN_TESTS.update({name: ["tests/test_keras_api.py", "-k", "augmentation or random_rotation or random_crop"]
+                  for name in ("RandomCrop", "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom")})
 
 
 def stub_mutants(root: str) -> list[Mutant]:
