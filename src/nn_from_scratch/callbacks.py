@@ -29,7 +29,17 @@ from .errors import TrainingDivergedError
 
 
 class Callback:
-    """Base class: every hook does nothing. ``self.model`` and ``self.params`` are set by ``fit``."""
+    """Base class: every hook does nothing. ``self.model`` and ``self.params`` are set by ``fit``.
+
+    Subclass it and override the hooks you need; ``fit(..., callbacks=[...])`` calls them.
+
+    Example:
+        >>> class PrintLoss(Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(f"epoch {epoch}: loss {logs['loss']:.3f}")
+        >>> PrintLoss().on_epoch_end(0, {"loss": 0.25})
+        epoch 0: loss 0.250
+    """
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -66,7 +76,19 @@ class Callback:
 
 
 class CallbackList:
-    """Calls each hook on every callback, in order."""
+    """Calls each hook on every callback, in order.
+
+    Args:
+        callbacks: the :class:`Callback` instances, called in this order.
+        model: the model being trained; each callback gets it as ``self.model``.
+
+    Example:
+        >>> history = History()
+        >>> callbacks = CallbackList([history], model=None)
+        >>> callbacks.on_epoch_end(0, {"loss": 0.5})
+        >>> history.history
+        {'loss': [0.5]}
+    """
 
     def __init__(self, callbacks: Iterable[Callback], model: Any) -> None:
         self.callbacks = list(callbacks)
@@ -118,6 +140,14 @@ class History(Callback):
     """Records the epoch logs: ``history.history["loss"][e]`` is epoch ``e``'s loss.
 
     ``fit`` returns one; ``history.epoch`` lists the epoch indices. Each ``fit`` starts afresh.
+
+    Example:
+        >>> history = History()
+        >>> history.on_train_begin()
+        >>> history.on_epoch_end(0, {"loss": 0.75, "accuracy": 0.5})
+        >>> history.on_epoch_end(1, {"loss": 0.5, "accuracy": 0.75})
+        >>> history.epoch, history.history["loss"]
+        ([0, 1], [0.75, 0.5])
     """
 
     def __init__(self) -> None:
@@ -142,6 +172,15 @@ class TerminateOnNaN(Callback):
     batch) and what to try, and the weights are those from *before* the bad batch (its update
     is never applied). ``raise_error=False`` prints the message and sets ``stop_training``, as
     Keras does; ``fit`` then returns its history normally.
+
+    Args:
+        raise_error: ``True`` raises :class:`~nn_from_scratch.errors.TrainingDivergedError`;
+            ``False`` prints the message and stops training, as Keras.
+
+    Example:
+        >>> guard = TerminateOnNaN(raise_error=False)    # model.fit(..., callbacks=[guard])
+        >>> guard.raise_error
+        False
     """
 
     def __init__(self, raise_error: bool = True) -> None:
@@ -176,6 +215,16 @@ class LearningRateScheduler(Callback):
     It is recorded on the optimizer too (``optimizer.initial_lr``, saved with the model), so a
     run resumed from a checkpoint with a new schedule object continues the same schedule; set
     ``optimizer.initial_lr = None`` to start a schedule from the current rate instead.
+
+    Args:
+        schedule: ``schedule(epoch, lr) -> new_lr``, with ``epoch`` counted from 0 and ``lr`` the
+            current rate; ``None`` only in subclasses that override :meth:`lr_at`.
+        verbose: 1 prints the rate set at each epoch.
+
+    Example:
+        >>> scheduler = LearningRateScheduler(lambda epoch, lr: lr if epoch < 5 else lr * 0.5)
+        >>> scheduler.lr_at(7, 0.1)    # model.fit(..., callbacks=[scheduler]) calls it each epoch
+        0.05
     """
 
     def __init__(self, schedule: Callable[[int, float], float] | None = None, verbose: int = 0) -> None:
@@ -207,7 +256,19 @@ class LearningRateScheduler(Callback):
 
 class StepDecay(LearningRateScheduler):
     """``lr = initial_lr * gamma ** (epoch // step_size)``, set at the start of each epoch
-    (``torch.optim.lr_scheduler.StepLR``; Keras has no class of this name)."""
+    (``torch.optim.lr_scheduler.StepLR``; Keras has no class of this name).
+
+    Args:
+        step_size: epochs between two decays (>= 1).
+        gamma: the factor applied at each decay (> 0).
+        verbose: 1 prints the rate set at each epoch.
+
+    Example:
+        >>> decay = StepDecay(step_size=10, gamma=0.5)    # model.fit(..., callbacks=[decay])
+        >>> decay.initial_lr = 0.1                        # fit sets it from the optimizer
+        >>> [decay.lr_at(epoch, 0.1) for epoch in (0, 9, 10, 25)]
+        [0.1, 0.1, 0.05, 0.025]
+    """
 
     def __init__(self, step_size: int, gamma: float = 0.1, verbose: int = 0) -> None:
         super().__init__(verbose=verbose)
@@ -383,7 +444,23 @@ class EarlyStopping(_Monitor):
 class ReduceLROnPlateau(_Monitor):
     """Multiply ``optimizer.lr`` by ``factor`` when ``monitor`` has not improved for ``patience``
     epochs, then wait ``cooldown`` epochs; never below ``min_lr``. As Keras 3: ``min_delta`` is
-    absolute, and the learning rate of each epoch is logged as ``learning_rate``."""
+    absolute, and the learning rate of each epoch is logged as ``learning_rate``.
+
+    Args:
+        monitor: the logged quantity to watch, e.g. ``"val_loss"``.
+        factor: the multiplier applied to the rate, in (0, 1).
+        patience: epochs without improvement before the rate is reduced.
+        verbose: 1 prints a line when the rate is reduced.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies, min otherwise).
+        min_delta: the smallest (absolute) change that counts as an improvement.
+        cooldown: epochs to wait after a reduction before watching again.
+        min_lr: the rate never goes below this.
+
+    Example:
+        >>> plateau = ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)    # fit(..., callbacks=[plateau])
+        >>> plateau.factor, plateau.patience
+        (0.5, 2)
+    """
 
     def __init__(
         self,
@@ -439,6 +516,21 @@ class ModelCheckpoint(_Monitor):
     Keras: ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``. ``save_weights_only`` is accepted
     for Keras compatibility; the file always holds the architecture too, and
     :meth:`Sequential.load_weights` reads it either way. ``filepath=`` (Keras' name) is the same as ``path=``.
+
+    Args:
+        path: the file to write; may hold ``{epoch}`` and log fields (see above).
+        monitor: the logged quantity that decides "best" with ``save_best_only``.
+        verbose: 1 prints a line at each save.
+        save_best_only: save only when ``monitor`` improved.
+        save_weights_only: accepted for Keras compatibility (the file always holds the architecture).
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracies, min otherwise).
+        include_optimizer: also save the optimizer's state, so training can resume.
+        filepath: Keras' name for ``path``.
+
+    Example:
+        >>> checkpoint = ModelCheckpoint("best.safetensors", monitor="val_accuracy", save_best_only=True)
+        >>> checkpoint.save_best_only    # model.fit(..., callbacks=[checkpoint]) writes the file
+        True
     """
 
     def __init__(
@@ -501,7 +593,18 @@ class ModelCheckpoint(_Monitor):
 
 class CSVLogger(Callback):
     """Append one row per epoch (``epoch`` from 0, then the logs in sorted order) to a CSV file,
-    flushed every epoch. ``append=False`` starts a new file, as Keras."""
+    flushed every epoch. ``append=False`` starts a new file, as Keras.
+
+    Args:
+        filename: the CSV file to write.
+        separator: the field separator.
+        append: add to an existing file instead of starting a new one.
+
+    Example:
+        >>> logger = CSVLogger("training.csv", separator=";")    # model.fit(..., callbacks=[logger])
+        >>> logger.separator, logger.append
+        (';', False)
+    """
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
