@@ -134,6 +134,19 @@ def Conv2D(filters: int, kernel_size: Any, strides: Any = 1, padding: str | Any 
     channels (input channels inferred), Keras' argument order and defaults (``padding="valid"``,
     glorot-uniform kernel, zero bias).
 
+    Args:
+        filters: output channels ``O``; input ``(N, C, H, W)`` -> output ``(N, O, H', W')``.
+        kernel_size: an int or ``(kh, kw)``.
+        strides: an int or ``(sh, sw)``.
+        padding: ``"valid"``, ``"same"`` or numeric (torch's) padding.
+        dilation_rate: an int or ``(dh, dw)``.
+        groups: channel groups (``C`` and ``filters`` divisible by it).
+        activation: ``None`` or an activation name / layer, added as a second layer (see above).
+        use_bias: add a bias per output channel.
+        kernel_initializer: the kernel's initializer name (see :mod:`nn_from_scratch.initializers`).
+        dtype: the parameters' dtype.
+        name: the layer's name.
+
     Example:
         >>> conv = Conv2D(16, 3, padding="same")
         >>> (type(conv).__name__, conv.out_channels)
@@ -151,6 +164,18 @@ def DepthwiseConv2D(kernel_size: Any, strides: Any = 1, padding: str | Any = "va
     """Keras' ``DepthwiseConv2D``: a :class:`~nn_from_scratch.neurons.Convolution` with
     ``groups = C`` and ``depth_multiplier * C`` output channels, ``C`` taken from the input when
     the layer is built (``Convolution(depth_multiplier=...)``).
+
+    Args:
+        kernel_size: an int or ``(kh, kw)``.
+        strides: an int or ``(sh, sw)``.
+        padding: ``"valid"``, ``"same"`` or numeric padding; input ``(N, C, H, W)``.
+        depth_multiplier: output channels per input channel.
+        dilation_rate: an int or ``(dh, dw)``.
+        activation: ``None`` or an activation name / layer, added as a second layer.
+        use_bias: add a bias per output channel.
+        kernel_initializer: the kernel's initializer name.
+        dtype: the parameters' dtype.
+        name: the layer's name.
 
     Example:
         >>> dw = DepthwiseConv2D(3, padding="same"); dw.build((8, 5, 5)); (dw.groups, dw.out_channels)
@@ -173,6 +198,26 @@ def Conv2DTranspose(filters: int, kernel_size: Any, strides: Any = 1, padding: s
     = max(s - k', 0)`` and, for ``"same"``, a crop of ``k' - s`` rows split ``floor`` on the
     top/left and the rest on the bottom/right (TensorFlow's split). A numeric ``padding`` is
     torch's. ``output_padding`` given explicitly is torch's too.
+
+    Args:
+        filters: output channels ``O``; input ``(N, C, H, W)`` -> output ``(N, O, H', W')``.
+        kernel_size: an int or ``(kh, kw)``.
+        strides: an int or ``(sh, sw)``.
+        padding: ``"valid"``, ``"same"`` or numeric (torch's) padding.
+        output_padding: extra rows/columns on the bottom/right (torch's); ``None`` derives it as above.
+        dilation_rate: an int or ``(dh, dw)``.
+        activation: ``None`` or an activation name / layer, added as a second layer.
+        use_bias: add a bias per output channel.
+        groups: channel groups.
+        kernel_initializer: the kernel's initializer name.
+        dtype: the parameters' dtype.
+        name: the layer's name.
+
+    Example:
+        >>> up = Conv2DTranspose(8, 3, strides=2, padding="same")
+        >>> up.build((4, 5, 5))
+        >>> up.forward(np.ones((1, 4, 5, 5), dtype=np.float32)).shape
+        (1, 8, 10, 10)
     """
     from . import kernels
 
@@ -204,6 +249,14 @@ def Dense(units: int, activation: Any = None, use_bias: bool = True, *, kernel_i
     """Keras' ``Dense``: a :class:`~nn_from_scratch.neurons.Linear` with ``units`` outputs
     (inputs inferred), glorot-uniform weights and a zero bias.
 
+    Args:
+        units: outputs ``n_out``; input ``(N, n_in)`` -> output ``(N, n_out)``.
+        activation: ``None`` or an activation name / layer, added as a second layer.
+        use_bias: must be ``True`` (:class:`~nn_from_scratch.neurons.Linear` keeps its bias in row 0 of ``W``).
+        kernel_initializer: the weights' initializer name.
+        dtype: the parameters' dtype.
+        name: the layer's name.
+
     Example:
         >>> Dense(10).n_out
         10
@@ -216,24 +269,65 @@ def Dense(units: int, activation: Any = None, use_bias: bool = True, *, kernel_i
 
 def MaxPooling2D(pool_size: Any = (2, 2), strides: Any = None, padding: str | Any = "valid", *,
                  name: str | None = None) -> MaxPooling:
-    """Keras' ``MaxPooling2D``: :class:`~nn_from_scratch.nodes.MaxPooling` (``strides`` defaults to ``pool_size``)."""
+    """Keras' ``MaxPooling2D``: :class:`~nn_from_scratch.nodes.MaxPooling` (``strides`` defaults to ``pool_size``).
+
+    Args:
+        pool_size: the window, an int or ``(kh, kw)``.
+        strides: the step, an int or ``(sh, sw)``; ``None`` means ``pool_size``.
+        padding: ``"valid"``, ``"same"`` or numeric padding; input ``(N, C, H, W)``.
+        name: the layer's name.
+
+    Example:
+        >>> MaxPooling2D(2).forward(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 5.,  7.],
+                 [13., 15.]]]])
+    """
     return MaxPooling(pool_size, strides, _pair(padding), name=name)
 
 
 def AveragePooling2D(pool_size: Any = (2, 2), strides: Any = None, padding: str | Any = "valid", *,
                      name: str | None = None) -> AveragePooling:
     """Keras' ``AveragePooling2D``: :class:`~nn_from_scratch.nodes.AveragePooling`; as Keras, the
-    padded pixels of ``"same"`` are not counted in the mean (``count_include_pad=False``)."""
+    padded pixels of ``"same"`` are not counted in the mean (``count_include_pad=False``).
+
+    Args:
+        pool_size: the window, an int or ``(kh, kw)``.
+        strides: the step, an int or ``(sh, sw)``; ``None`` means ``pool_size``.
+        padding: ``"valid"``, ``"same"`` or numeric padding; input ``(N, C, H, W)``.
+        name: the layer's name.
+
+    Example:
+        >>> pool = AveragePooling2D(2)
+        >>> pool.forward(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 2.5,  4.5],
+                 [10.5, 12.5]]]])
+    """
     return AveragePooling(pool_size, strides, _pair(padding), count_include_pad=False, name=name)
 
 
 def GlobalAveragePooling2D(*, name: str | None = None) -> GlobalAveragePooling:
-    """Keras' ``GlobalAveragePooling2D``: :class:`~nn_from_scratch.nodes.GlobalAveragePooling`, ``(N, C, H, W) -> (N, C)``."""
+    """Keras' ``GlobalAveragePooling2D``: :class:`~nn_from_scratch.nodes.GlobalAveragePooling`, ``(N, C, H, W) -> (N, C)``.
+
+    Args:
+        name: the layer's name.
+
+    Example:
+        >>> GlobalAveragePooling2D().forward(np.ones((2, 3, 4, 4))).shape
+        (2, 3)
+    """
     return GlobalAveragePooling(name=name)
 
 
 def Flatten(*, name: str | None = None) -> Vectorization:
-    """Keras' ``Flatten``: :class:`~nn_from_scratch.nodes.Vectorization` (flattens ``C, H, W`` in that order)."""
+    """Keras' ``Flatten``: :class:`~nn_from_scratch.nodes.Vectorization` (flattens ``C, H, W`` in that order).
+
+    Args:
+        name: the layer's name.
+
+    Example:
+        >>> Flatten().forward(np.ones((2, 3, 4, 4))).shape
+        (2, 48)
+    """
     return Vectorization(name=name)
 
 
@@ -243,6 +337,13 @@ def BatchNormalization(axis: int = 1, momentum: float = 0.99, epsilon: float = 1
     with torch's ``momentum = 1 - momentum`` (0.01 for Keras' 0.99) and ``eps = epsilon`` (1e-3).
     Normalises over the channel axis 1 (channels first); the running variance is torch's
     unbiased one (see the module docstring).
+
+    Args:
+        axis: the channel axis; only 1 (or -3), channels first ``(N, C, H, W)`` or ``(N, C)``.
+        momentum: Keras' momentum (the weight of the old running statistics).
+        epsilon: added to the variance before the square root.
+        dtype: the parameters' dtype.
+        name: the layer's name.
 
     Example:
         >>> bn = BatchNormalization(); (round(bn.momentum, 12), bn.eps)
@@ -256,13 +357,38 @@ def BatchNormalization(axis: int = 1, momentum: float = 0.99, epsilon: float = 1
 def LayerNormalization(axis: Any = -1, epsilon: float = 1e-3, *, dtype: Any = "float32",
                        name: str | None = None) -> _LayerNormalization:
     """Keras' ``LayerNormalization``: :class:`~nn_from_scratch.neurons.LayerNormalization` over
-    ``axis`` (Keras' counting: batch = 0, negative from the end) with Keras' ``epsilon = 1e-3``."""
+    ``axis`` (Keras' counting: batch = 0, negative from the end) with Keras' ``epsilon = 1e-3``.
+
+    Args:
+        axis: the axis or axes to normalise over, e.g. ``-1`` for ``(N, D)`` inputs.
+        epsilon: added to the variance before the square root.
+        dtype: the parameters' dtype.
+        name: the layer's name.
+
+    Example:
+        >>> ln = LayerNormalization()
+        >>> ln.eps, ln.axis
+        (0.001, (-1,))
+    """
     return _LayerNormalization(eps=epsilon, axis=axis, dtype=dtype, name=name)
 
 
 def Activation(activation: Any, *, name: str | None = None) -> Layer:
     """Keras' ``Activation``: the activation layer of that name (``"relu"``, ``"gelu"``,
-    ``"softmax"``, ... see :func:`nn_from_scratch.nodes.activations.get`)."""
+    ``"softmax"``, ... see :func:`nn_from_scratch.nodes.activations.get`).
+
+    Args:
+        activation: a name such as ``"relu"``, an activation layer (returned as is), or ``None`` /
+            ``"linear"`` for the identity.
+        name: the layer's name.
+
+    Returns:
+        The activation layer; it maps ``(N, ...)`` to the same shape.
+
+    Example:
+        >>> type(Activation("relu")).__name__
+        'ReLU'
+    """
     layer = _activation_layer(activation, "Activation")
     if layer is None:
         layer = _activations.Identity()
