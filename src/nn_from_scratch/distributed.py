@@ -73,10 +73,18 @@ def shard_bounds(n: int, size: int) -> np.ndarray:
     """Start offsets of the ``size`` shards of a batch of ``n`` (length ``size + 1``), as
     ``numpy.array_split`` cuts: the first ``n % size`` shards hold one sample more.
 
-    >>> shard_bounds(7, 3).tolist()
-    [0, 3, 5, 7]
-    >>> shard_bounds(2, 3).tolist()
-    [0, 1, 2, 2]
+    Args:
+        n: the number of samples in the batch.
+        size: the number of shards (ranks).
+
+    Returns:
+        An ``intp`` array of shape ``(size + 1,)``; shard ``r`` is ``[bounds[r], bounds[r + 1])``.
+
+    Example:
+        >>> shard_bounds(7, 3).tolist()
+        [0, 3, 5, 7]
+        >>> shard_bounds(2, 3).tolist()
+        [0, 1, 2, 2]
     """
     base, extra = divmod(int(n), int(size))
     sizes = [base + (1 if r < extra else 0) for r in range(int(size))]
@@ -282,7 +290,27 @@ class DataParallel:
 
 
 def get_strategy(distributed: Any) -> DataParallel | None:
-    """``fit``'s ``distributed=`` argument as a strategy: None/False -> None, True -> ``DataParallel()``."""
+    """``fit``'s ``distributed=`` argument as a strategy: None/False -> None, True -> ``DataParallel()``.
+
+    Args:
+        distributed: None, False, True, or a strategy object (a :class:`DataParallel` or anything
+            with its hooks ``setup``, ``train_batch``, ``epoch_order``, ``callbacks``, ``verbose``
+            and ``teardown``), which is returned as is.
+
+    Returns:
+        The strategy, or None for single-process training.
+
+    Raises:
+        TypeError: ``distributed`` is none of these.
+
+    Example:
+        >>> get_strategy(False) is None
+        True
+        >>> get_strategy("yes")
+        Traceback (most recent call last):
+        ...
+        TypeError: fit: distributed must be True, False, None or a DataParallel, got str
+    """
     if distributed is None or distributed is False:
         return None
     if distributed is True:

@@ -18,7 +18,19 @@ from typing import Any, Iterator
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Run the block with SIGINT deferred; a SIGINT that arrived meanwhile is handled at its end
-    by the handler that was in place (``KeyboardInterrupt`` by default)."""
+    by the handler that was in place (``KeyboardInterrupt`` by default).
+
+    Takes no arguments; use it as a context manager around state changes that must not be
+    cut in half.
+
+    Example:
+        >>> weights = {"W": 1.0, "b": 0.0}
+        >>> with deferred_interrupts():  # a Ctrl-C here lands after both updates
+        ...     weights["W"] -= 0.1
+        ...     weights["b"] -= 0.1
+        >>> weights
+        {'W': 0.9, 'b': -0.1}
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -18,7 +18,21 @@ _ids = itertools.count()
 
 @dataclass(eq=False)
 class GraphNode:
-    """One call of ``layer`` on ``inputs``; its output is ``output``."""
+    """One call of ``layer`` on ``inputs``; its output is ``output``.
+
+    Args:
+        layer: the layer that was called.
+        inputs: the :class:`SymbolicTensor` arguments of the call, in order (one for most
+            layers, several for a merge layer).
+        output: the :class:`SymbolicTensor` the call returned (set right after the node is made).
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> x = Input(shape=(4,))
+        >>> node = Linear(4, 3)(x).node
+        >>> type(node.layer).__name__, node.inputs[0] is x, node.output.shape
+        ('Linear', True, (3,))
+    """
 
     layer: Any
     inputs: tuple["SymbolicTensor", ...]
@@ -27,7 +41,24 @@ class GraphNode:
 
 @dataclass(eq=False)
 class SymbolicTensor:
-    """A placeholder for a batch of shape ``(N, *shape)`` flowing through a graph model."""
+    """A placeholder for a batch of shape ``(N, *shape)`` flowing through a graph model.
+
+    Made by :func:`Input` and by calling a layer on symbolic tensors, rarely by hand. It holds
+    no data: converting it to a NumPy array raises ``TypeError``.
+
+    Args:
+        shape: the per-sample shape (no batch axis).
+        node: the :class:`GraphNode` that produced it, or None for a graph input.
+        name: a name shown in reprs (default: the producing layer's name, or ``Input``).
+        id: a unique number (drawn automatically).
+
+    Example:
+        >>> x = Input(shape=(1, 28, 28), name="image")
+        >>> x
+        <SymbolicTensor image shape=(None, 1, 28, 28)>
+        >>> x.node is None
+        True
+    """
 
     shape: tuple[int, ...]
     node: GraphNode | None = None
@@ -73,7 +104,27 @@ def Input(shape: Sequence[int], name: str = "") -> SymbolicTensor:
 
 
 def call_layer_symbolically(layer: Any, inputs: Any) -> SymbolicTensor:
-    """Build ``layer`` for the shapes of ``inputs`` and record the call as a graph node."""
+    """Build ``layer`` for the shapes of ``inputs`` and record the call as a graph node.
+
+    This is what ``layer(inputs)`` does when ``inputs`` are symbolic. A layer that is already
+    built (a shared layer) must be called on the same shapes.
+
+    Args:
+        layer: the layer to call (built here if it is not yet).
+        inputs: one :class:`SymbolicTensor`, or a list of them for a merge layer.
+
+    Returns:
+        The output :class:`SymbolicTensor`, of shape ``layer.output_shape``.
+
+    Raises:
+        ValueError: a one-input layer got several tensors, or a built layer got other shapes.
+        TypeError: a merge layer got a single tensor.
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> call_layer_symbolically(Linear(4, 3), Input(shape=(4,)))
+        <SymbolicTensor Linear shape=(None, 3)>
+    """
     many = isinstance(inputs, (list, tuple))
     tensors = tuple(inputs) if many else (inputs,)
     if layer.n_inputs == 1 and many:
