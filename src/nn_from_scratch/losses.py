@@ -27,7 +27,26 @@ EPSILON = 1e-7
 
 
 class Loss(ABC):
-    """Base of the losses. The shape argument of the seed's constructors is accepted and ignored."""
+    """Base of the losses. The shape argument of the seed's constructors is accepted and ignored.
+
+    Subclasses implement ``forward(y_pred, y_true)`` (the batch's mean loss, remembering what
+    ``backward`` needs, and ``self._per_sample``) and ``backward()`` (``dL/dy_pred``, the shape of ``y_pred``).
+
+    Args:
+        n_input: ignored (the seed's shape argument).
+        name: shown in messages; defaults to the class name.
+
+    Example:
+        >>> class MeanAbsoluteError(Loss):
+        ...     def forward(self, y_pred, y_true):
+        ...         self._diff = y_pred - y_true
+        ...         self._per_sample = np.abs(self._diff).mean(axis=1)
+        ...         return self._per_sample.mean()
+        ...     def backward(self):
+        ...         return np.sign(self._diff) / self._diff.size
+        >>> float(MeanAbsoluteError()(np.array([[1.0, -1.0]]), np.array([[0.0, 0.0]])))
+        1.0
+    """
 
     #: The accuracy a model trained with this loss reports (see :mod:`nn_from_scratch.metrics`).
     accuracy_kind = "auto"
@@ -87,7 +106,25 @@ class Loss(ABC):
 
 def class_labels(y_true: Any, shape: tuple[int, int], who: str) -> np.ndarray | None:
     """Integer class labels ``(N,)`` (or ``(N, 1)``) as an ``intp`` vector, checked against the
-    number of classes; ``None`` when ``y_true`` is not of that form (one-hot / soft ``(N, K)``)."""
+    number of classes; ``None`` when ``y_true`` is not of that form (one-hot / soft ``(N, K)``).
+
+    Args:
+        y_true: the labels: ``(N,)`` or ``(N, 1)`` integers, or one-hot / soft ``(N, K)``.
+        shape: ``(N, K)``, the shape of the predictions.
+        who: the name put in error messages.
+
+    Returns:
+        The labels as an ``(N,)`` ``intp`` array, or ``None`` for one-hot / soft labels.
+
+    Raises:
+        ValueError: non-integer labels, or labels outside ``[0, K - 1]``.
+
+    Example:
+        >>> class_labels(np.array([[2], [0]]), (2, 3), "MyLoss")
+        array([2, 0])
+        >>> class_labels(np.eye(2), (2, 2), "MyLoss") is None
+        True
+    """
     y_true = np.asarray(y_true)
     n, k = shape
     if not (y_true.shape == (n,) or y_true.shape == (n, 1) and k > 1):
@@ -102,7 +139,22 @@ def class_labels(y_true: Any, shape: tuple[int, int], who: str) -> np.ndarray | 
 
 
 def one_hot_targets(y_true: Any, shape: tuple[int, int], dtype: np.dtype, who: str) -> np.ndarray:
-    """Integer labels ``(N,)`` or one-hot / soft labels ``(N, K)`` -> a float ``(N, K)`` target."""
+    """Integer labels ``(N,)`` or one-hot / soft labels ``(N, K)`` -> a float ``(N, K)`` target.
+
+    Args:
+        y_true: the labels: ``(N,)`` integers or one-hot / soft ``(N, K)``.
+        shape: ``(N, K)``, the shape of the predictions.
+        dtype: the dtype of the result.
+        who: the name put in error messages.
+
+    Returns:
+        The ``(N, K)`` target array.
+
+    Example:
+        >>> one_hot_targets([2, 0], (2, 3), np.float32, "MyLoss")
+        array([[0., 0., 1.],
+               [1., 0., 0.]], dtype=float32)
+    """
     labels = class_labels(y_true, shape, who)
     if labels is not None:
         target = np.zeros(shape, dtype=dtype)
@@ -155,9 +207,9 @@ class SoftMaxLoss(Loss):
         name: shown in messages.
 
     Example:
-        >>> SoftMaxLoss()(np.zeros((2, 4)), np.array([0, 3]))     # log 4
+        >>> float(SoftMaxLoss()(np.zeros((2, 4)), np.array([0, 3])))     # log 4
         1.3862943611198906
-        >>> SoftMaxLoss(from_logits=False)(np.full((2, 4), 0.25), np.array([0, 3]))
+        >>> float(SoftMaxLoss(from_logits=False)(np.full((2, 4), 0.25), np.array([0, 3])))
         1.3862943611198906
     """
 
@@ -354,23 +406,56 @@ def _check_flag(value: Any, what: str, who: str) -> bool:
 # -- Keras' names ------------------------------------------------------------------------------
 def SparseCategoricalCrossentropy(from_logits: bool = False, label_smoothing: float = 0.0) -> SoftMaxLoss:
     """Keras' ``SparseCategoricalCrossentropy``: :class:`SoftMaxLoss` (integer labels), with
-    Keras' default ``from_logits=False`` (the model ends with a softmax)."""
+    Keras' default ``from_logits=False`` (the model ends with a softmax).
+
+    Args:
+        from_logits: ``True`` if the model outputs logits ``(N, K)``; ``False`` (default) for probabilities.
+        label_smoothing: ``a`` in ``[0, 1]`` (see :class:`SoftMaxLoss`).
+
+    Example:
+        >>> loss = SparseCategoricalCrossentropy(from_logits=True)
+        >>> float(loss(np.zeros((2, 4)), np.array([0, 3])))    # log 4
+        1.3862943611198906
+    """
     return SoftMaxLoss(label_smoothing=label_smoothing, from_logits=from_logits)
 
 
 def CategoricalCrossentropy(from_logits: bool = False, label_smoothing: float = 0.0) -> SoftMaxLoss:
     """Keras' ``CategoricalCrossentropy``: :class:`SoftMaxLoss` (one-hot labels; integer labels
-    work too), with Keras' default ``from_logits=False``."""
+    work too), with Keras' default ``from_logits=False``.
+
+    Args:
+        from_logits: ``True`` if the model outputs logits ``(N, K)``; ``False`` (default) for probabilities.
+        label_smoothing: ``a`` in ``[0, 1]`` (see :class:`SoftMaxLoss`).
+
+    Example:
+        >>> probs = np.array([[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]])
+        >>> float(CategoricalCrossentropy()(probs, np.array([[1, 0, 0], [0, 0, 1]])))    # log 2
+        0.6931471805599453
+    """
     return SoftMaxLoss(label_smoothing=label_smoothing, from_logits=from_logits)
 
 
 def BinaryCrossentropy(from_logits: bool = False) -> BinaryCrossEntropy:
-    """Keras' ``BinaryCrossentropy``: :class:`BinaryCrossEntropy` with Keras' default ``from_logits=False``."""
+    """Keras' ``BinaryCrossentropy``: :class:`BinaryCrossEntropy` with Keras' default ``from_logits=False``.
+
+    Args:
+        from_logits: ``True`` if the model outputs logits ``(N, 1)``; ``False`` (default) for probabilities.
+
+    Example:
+        >>> float(BinaryCrossentropy()(np.array([[0.5], [0.5]]), np.array([0, 1])))    # log 2
+        0.6931471805599453
+    """
     return BinaryCrossEntropy(from_logits=from_logits)
 
 
 def MeanSquaredError() -> MSELoss:
-    """Keras' ``MeanSquaredError``: :class:`MSELoss`."""
+    """Keras' ``MeanSquaredError``: :class:`MSELoss`.
+
+    Example:
+        >>> float(MeanSquaredError()(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))
+        2.5
+    """
     return MSELoss()
 
 
@@ -393,6 +478,9 @@ def get(loss: Any) -> Loss:
     ``activation="softmax"`` / ``"sigmoid"``); for a model that outputs logits pass
     ``SoftMaxLoss()`` or ``SparseCategoricalCrossentropy(from_logits=True)``.
 
+    Args:
+        loss: a Keras loss name (case-insensitive) or a :class:`Loss` instance.
+
     Example:
         >>> get("sparse_categorical_crossentropy").from_logits
         False
@@ -412,7 +500,20 @@ _PASS_THROUGH = ("Identity", "Dropout")
 
 
 def final_layer(model: Any) -> Any:
-    """The layer whose output is the model's (through trailing ``Identity`` / ``Dropout``), or None."""
+    """The layer whose output is the model's (through trailing ``Identity`` / ``Dropout``), or None.
+
+    Args:
+        model: a ``Sequential`` or graph ``Model``.
+
+    Returns:
+        The last layer that computes something, or ``None`` for a model without layers.
+
+    Example:
+        >>> from nn_from_scratch import Sequential, layers
+        >>> model = Sequential([layers.Input(shape=(4,)), layers.Dense(3, activation="softmax"), layers.Dropout(0.5)])
+        >>> type(final_layer(model)).__name__
+        'SoftMax'
+    """
     outputs = getattr(model, "outputs", None)
     if outputs:
         node = outputs[0].node
@@ -432,6 +533,24 @@ def check_model_output(model: Any, who: str) -> None:
       one of this library's layers other than the matching activation: ``log`` of logits.
 
     A last layer of the user's own class is trusted. Raises ``ValueError`` saying what to change.
+
+    Args:
+        model: a compiled model (its ``loss`` is checked against :func:`final_layer`).
+        who: the calling method, e.g. ``"fit"`` (the message reads ``Sequential.fit: ...``).
+
+    Raises:
+        ValueError: the loss and the model's last layer do not fit together.
+
+    Example:
+        >>> from nn_from_scratch import Sequential, layers
+        >>> model = Sequential([layers.Input(shape=(4,)), layers.Dense(3, activation="softmax")])
+        >>> model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+        >>> check_model_output(model, "fit")    # probabilities into a loss on probabilities: fine
+        >>> model.compile(loss=SparseCategoricalCrossentropy(from_logits=True), optimizer="adam")
+        >>> check_model_output(model, "fit")
+        Traceback (most recent call last):
+        ...
+        ValueError: Sequential.fit: the model ends with SoftMax (SoftMax), but SoftMaxLoss expects logits ...
     """
     loss = getattr(model, "loss", None)
     wanted = getattr(loss, "probability_activation", None)
