@@ -32,7 +32,19 @@ import numpy as np
 
 
 def class_labels(y_true: np.ndarray, n: int) -> np.ndarray:
-    """Integer labels from ``(N,)`` / ``(N, 1)`` labels or one-hot ``(N, K)`` rows."""
+    """Integer labels from ``(N,)`` / ``(N, 1)`` labels or one-hot ``(N, K)`` rows.
+
+    Args:
+        y_true: labels ``(N,)`` / ``(N, 1)``, or one-hot ``(N, K)`` rows.
+        n: the number of samples ``N``.
+
+    Returns:
+        An ``(N,)`` integer array.
+
+    Example:
+        >>> class_labels(np.array([[0, 1], [1, 0]]), 2)
+        array([1, 0])
+    """
     y_true = np.asarray(y_true)
     if y_true.ndim == 2 and y_true.shape[1] > 1:
         return y_true.argmax(axis=1)
@@ -40,7 +52,20 @@ def class_labels(y_true: np.ndarray, n: int) -> np.ndarray:
 
 
 def predicted_classes(y_pred: np.ndarray) -> np.ndarray:
-    """Arg-max of each row of ``(N, K)`` outputs, or ``logit > 0`` for one output ``(N,)``/``(N, 1)``."""
+    """Arg-max of each row of ``(N, K)`` outputs, or ``logit > 0`` for one output ``(N,)``/``(N, 1)``.
+
+    Args:
+        y_pred: the model's outputs, ``(N, K)`` scores or ``(N,)`` / ``(N, 1)`` logits.
+
+    Returns:
+        An ``(N,)`` integer array of predicted classes.
+
+    Example:
+        >>> predicted_classes(np.array([[0.1, 0.9], [0.8, 0.2]]))
+        array([1, 0])
+        >>> predicted_classes(np.array([[1.5], [-0.3]]))
+        array([1, 0])
+    """
     y_pred = np.asarray(y_pred)
     if y_pred.ndim == 2 and y_pred.shape[1] > 1:
         return y_pred.argmax(axis=1)
@@ -48,7 +73,26 @@ def predicted_classes(y_pred: np.ndarray) -> np.ndarray:
 
 
 class Metric:
-    """A running value over batches. ``name`` is the key in logs and in ``History``."""
+    """A running value over batches. ``name`` is the key in logs and in ``History``.
+
+    Subclasses set ``name`` and implement ``reset()``, ``update(y_pred, y_true)`` (one batch:
+    ``y_pred`` the model's ``(N, ...)`` outputs, ``y_true`` the batch's labels) and ``result()`` (a float).
+
+    Example:
+        >>> class MeanPrediction(Metric):
+        ...     name = "mean_prediction"
+        ...     def __init__(self):
+        ...         self.reset()
+        ...     def reset(self):
+        ...         self.total, self.count = 0.0, 0
+        ...     def update(self, y_pred, y_true):
+        ...         self.total += float(np.sum(y_pred))
+        ...         self.count += np.size(y_pred)
+        ...     def result(self):
+        ...         return self.total / self.count if self.count else 0.0
+        >>> m = MeanPrediction(); m.update(np.array([[1.0], [3.0]]), np.array([0, 1])); m.result()
+        2.0
+    """
 
     name = "metric"
 
@@ -153,7 +197,21 @@ class TopKAccuracy(_CountingAccuracy):
 
 
 class ConfusionMatrixMetric(Metric):
-    """Base of the metrics read off a running confusion matrix (rows: true class, columns: predicted)."""
+    """Base of the metrics read off a running confusion matrix (rows: true class, columns: predicted).
+
+    ``self.matrix`` is the ``(K, K)`` count so far; it grows when a batch shows more classes.
+
+    Args:
+        num_classes: ``K`` if known in advance; ``None`` takes it from the outputs ``(N, K)``
+            (2 for a single logit output).
+
+    Example:
+        >>> m = ConfusionMatrixMetric()
+        >>> m.update(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, 0]))
+        >>> m.matrix
+        array([[0, 1],
+               [1, 1]])
+    """
 
     def __init__(self, num_classes: int | None = None) -> None:
         self.num_classes = num_classes
@@ -182,7 +240,19 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def precision_recall_f1(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined, as scikit-learn)."""
+    """Per-class precision, recall and F1 from a confusion matrix (0 where undefined, as scikit-learn).
+
+    Args:
+        matrix: a ``(K, K)`` confusion matrix, rows the true class and columns the predicted one.
+
+    Returns:
+        ``(precision, recall, f1)``, three ``(K,)`` float arrays.
+
+    Example:
+        >>> precision, recall, f1 = precision_recall_f1(np.array([[1, 1], [0, 2]]))
+        >>> precision.round(4), recall, f1.round(4)
+        (array([1.    , 0.6667]), array([0.5, 1. ]), array([0.6667, 0.8   ]))
+    """
     tp = np.diag(matrix).astype(np.float64)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
     precision, recall = _safe_divide(tp, predicted), _safe_divide(tp, actual)
@@ -445,6 +515,20 @@ def get(metric: Any, loss: Any = None, output_shape: Sequence[int] | None = None
     """A fresh metric from a name (see the module docstring) or a :class:`Metric` instance.
 
     ``"accuracy"`` / ``"acc"`` resolve to the kind the loss implies (:func:`default_metrics`).
+
+    Args:
+        metric: a metric name such as ``"accuracy"``, ``"precision"``, ``"mae"``, or a :class:`Metric`
+            (a reset copy is returned).
+        loss: the model's loss, which decides what ``"accuracy"`` means.
+        output_shape: the model's per-sample output shape, e.g. ``(10,)``.
+
+    Returns:
+        A new :class:`Metric`, logged under the name asked for.
+
+    Example:
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> type(get("accuracy", loss=SoftMaxLoss(), output_shape=(10,))).__name__
+        'CategoricalAccuracy'
     """
     if isinstance(metric, Metric):
         fresh = copy.deepcopy(metric)  # fit's and evaluate's passes must not share running values
@@ -467,7 +551,20 @@ def get(metric: Any, loss: Any = None, output_shape: Sequence[int] | None = None
 
 
 def default_metrics(loss: Any, output_shape: Sequence[int] | None) -> list[Metric]:
-    """The metrics a model with this loss and per-sample output shape reports (see the module docstring)."""
+    """The metrics a model with this loss and per-sample output shape reports (see the module docstring).
+
+    Args:
+        loss: the model's loss (its ``accuracy_kind`` and ``from_logits`` decide).
+        output_shape: the model's per-sample output shape, e.g. ``(10,)``, or ``None`` if unknown.
+
+    Returns:
+        A list of fresh metrics: one accuracy, or none (e.g. for a regression loss).
+
+    Example:
+        >>> from nn_from_scratch.losses import BinaryCrossEntropy
+        >>> [(type(m).__name__, m.threshold) for m in default_metrics(BinaryCrossEntropy(from_logits=False), (1,))]
+        [('BinaryAccuracy', 0.5)]
+    """
     kind = getattr(loss, "accuracy_kind", "auto")
     if kind == "binary":
         return [_binary_accuracy(loss)]
