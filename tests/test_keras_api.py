@@ -11,7 +11,6 @@ import io
 import os
 import tarfile
 import tomllib
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -449,7 +448,6 @@ def test_augmentation_backward_is_the_adjoint_of_the_forward(make):
     np.testing.assert_allclose(np.vdot(y, g), np.vdot(x, dx), rtol=1e-12)
     # the forward is linear in x with those draws: column j of A is the forward of unit image j
     cache = layer.save_context()
-    draws_rng = np.random.default_rng(5)
     for j in rng.choice(x.size, 5, replace=False):
         e = np.zeros(x.size)
         e[j] = 1
@@ -457,7 +455,6 @@ def test_augmentation_backward_is_the_adjoint_of_the_forward(make):
         column = layer.forward(e.reshape(x.shape))
         assert np.vdot(column, g) == pytest.approx(dx.reshape(-1)[j], abs=1e-12)
     layer.restore_context(cache)
-    del draws_rng
 
 
 def test_random_crop_is_central_in_inference_and_augmentation_layers_save_and_load(tmp_path):
