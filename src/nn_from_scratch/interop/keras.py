@@ -53,6 +53,11 @@ def float64_arithmetic() -> Iterator[None]:
     float64 twin agrees with us only to ~1e-7 (keras-team/keras#23704). Inside this block the
     float64 -> float32 entry of that promotion table is removed; it is restored afterwards.
     Versions without the table or without the entry are left alone.
+
+    Example:
+        >>> with float64_arithmetic():
+        ...     keras.ops.matmul(np.ones((1, 2)), np.ones((2, 1))).dtype      # torch backend
+        torch.float64
     """
     try:
         from keras.src.backend.common import dtypes
@@ -72,7 +77,19 @@ def float64_arithmetic() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Layout:
-    """How a Keras tensor lays out the same numbers as ours (see the module docstring)."""
+    """How a Keras tensor lays out the same numbers as ours (see the module docstring).
+
+    Args:
+        kind: ``"plain"`` (same on both sides), ``"image"`` (ours NCHW, Keras NHWC) or ``"flat"``
+            (a flattened image whose features Keras orders as HWC).
+        perm: for ``"flat"``, ``keras_features[:, j] = our_features[:, perm[j]]``.
+
+    Example:
+        >>> IMAGE.twin_shape((3, 8, 8))
+        (8, 8, 3)
+        >>> IMAGE.to_twin(np.zeros((1, 3, 8, 8))).shape
+        (1, 8, 8, 3)
+    """
 
     kind: str  # "plain" | "image" | "flat"
     perm: np.ndarray | None = field(default=None, compare=False)
@@ -126,7 +143,20 @@ def _no_parameters(get: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
 
 @dataclass
 class KerasTwin:
-    """The Keras layers that compute one of our layers, and the layout of their output."""
+    """The Keras layers that compute one of our layers, and the layout of their output.
+
+    Args:
+        layers: the Keras layers, applied in order.
+        out_layout: the :class:`Layout` of their output.
+        read: ``read(get)`` -> the twin's parameters in OUR layouts.
+        load: sets our weights on the layers once they are built.
+        read_buffers: the same as ``read`` for buffers (batch-norm running statistics).
+
+    Example:
+        >>> twins, layout, shape = keras_twins(Sequential([Linear(output_dim=3)], input_shape=(4,), seed=0))
+        >>> [type(layer).__name__ for layer in twins[0].layers], twins[0].out_layout.kind
+        (['Dense'], 'plain')
+    """
 
     layers: list[Any]
     out_layout: Layout
@@ -184,7 +214,22 @@ def _shapes(layers: list[Layer], input_shape: tuple[int, ...] | None) -> list[tu
 def keras_twins(
     model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any = None
 ) -> tuple[list[KerasTwin], Layout, tuple[int, ...]]:
-    """One :class:`KerasTwin` per layer, the input layout and our per-sample input shape."""
+    """One :class:`KerasTwin` per layer, the input layout and our per-sample input shape.
+
+    Args:
+        model: our ``Sequential`` or list of layers, built unless ``input_shape`` is given.
+        input_shape: per-sample input shape, ours (``(C, H, W)`` for images).
+        dtype: dtype of the Keras layers; default the model's.
+
+    Returns:
+        ``(twins, input_layout, input_shape)``.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> twins, layout, shape = keras_twins(model)
+        >>> len(twins), layout.kind, shape
+        (2, 'plain', (4,))
+    """
     layers = model_layers(model)
     shapes = _shapes(layers, input_shape)
     dtype = _model_dtype(layers) if dtype is None else np.dtype(dtype).name
@@ -219,6 +264,19 @@ def to_keras(model: Any, input_shape: tuple[int, ...] | None = None, dtype: Any 
     each, so the weights stay shared), ``Add`` / ``Multiply`` / ``Concatenate`` as Keras' own
     (``Concatenate(axis=1)`` over our channels is ``axis=-1`` in NHWC). Every tensor carries its
     :class:`Layout`; the inputs of ``Add`` and ``Multiply`` must share theirs.
+
+    Args:
+        model: our ``Sequential`` or graph ``Model``.
+        input_shape: per-sample input shape, ours (``(C, H, W)``); needed when the model is not built.
+        dtype: dtype of every Keras layer; default the model's first weights' dtype (float32 without).
+
+    Returns:
+        A Keras ``Sequential`` (functional ``keras.Model`` for a graph).
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> to_keras(model).input_shape
+        (None, 4)
     """
     if is_graph_model(model):
         return _graph_to_keras(model, input_shape, dtype)
@@ -518,6 +576,19 @@ def from_keras(keras_model: Any, loss: Loss | None = None, optimizer: Any = None
     :class:`~nn_from_scratch.graph.Model`: its layer calls are walked back from the output, a
     Keras layer called at several places becomes one layer of ours called at each (shared
     weights), ``Add`` / ``Multiply`` / ``Concatenate`` become ours.
+
+    Args:
+        keras_model: a built Keras ``Sequential`` or functional ``keras.Model``.
+        loss: our loss to attach, or None.
+        optimizer: our optimizer to attach, or None.
+
+    Returns:
+        Our ``Sequential`` (or graph ``Model``).
+
+    Example:
+        >>> kmodel = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")])
+        >>> [type(layer).__name__ for layer in from_keras(kmodel).layers]
+        ['Linear', 'ReLU']
     """
     if not isinstance(keras_model, keras.Sequential) and isinstance(keras_model, keras.Model):
         return _graph_from_keras(keras_model, loss, optimizer)
@@ -908,7 +979,20 @@ def _concat_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
 
 @dataclass
 class KerasGraphNode:
-    """The Keras side of one node of a graph model."""
+    """The Keras side of one node of a graph model.
+
+    Args:
+        twin: the :class:`KerasTwin` of the node's layer.
+        in_layouts: the :class:`Layout` of each input of the node.
+        reused: True when ``twin`` is the twin of an earlier node of the same (shared) layer.
+
+    Example:
+        >>> x = Input(shape=(4,))
+        >>> graph = Model(x, Add()([x, Linear(output_dim=4)(x)]), seed=0)
+        >>> nodes, start = keras_graph_twins(graph)
+        >>> [node.reused for node in nodes], start.kind
+        ([False, False], 'plain')
+    """
 
     twin: KerasTwin
     in_layouts: list[Layout]
@@ -920,6 +1004,21 @@ def keras_graph_twins(model: Any, dtype: Any = None, per_node: bool = False) -> 
 
     A layer used at several nodes gets one twin, reused at each (its weights stay shared), unless
     ``per_node`` (then every node has a twin of its own, e.g. to read each call's gradients).
+
+    Args:
+        model: a built graph :class:`~nn_from_scratch.graph.Model`.
+        dtype: dtype of the Keras layers; default the model's.
+        per_node: give every node a twin of its own, even for a shared layer.
+
+    Returns:
+        ``(nodes, input_layout)``.
+
+    Example:
+        >>> x = Input(shape=(4,))
+        >>> graph = Model(x, Add()([x, Linear(output_dim=4)(x)]), seed=0)
+        >>> nodes, start = keras_graph_twins(graph)
+        >>> len(nodes), start.kind
+        (2, 'plain')
     """
     dtype = _model_dtype(model.layers) if dtype is None else np.dtype(dtype).name
     start = input_layout(model.input_shape)
@@ -957,7 +1056,24 @@ def keras_graph_twins(model: Any, dtype: Any = None, per_node: bool = False) -> 
 
 
 def build_keras_graph(model: Any, nodes: list[KerasGraphNode], start: Layout, dtype: str) -> "keras.Model":
-    """The functional Keras model of a graph model's twins (built, our weights loaded)."""
+    """The functional Keras model of a graph model's twins (built, our weights loaded).
+
+    Args:
+        model: the graph model.
+        nodes: its :class:`KerasGraphNode` list, from :func:`keras_graph_twins`.
+        start: the layout of its input, from :func:`keras_graph_twins`.
+        dtype: the Keras dtype, e.g. ``"float32"``.
+
+    Returns:
+        A built functional ``keras.Model``.
+
+    Example:
+        >>> x = Input(shape=(4,))
+        >>> graph = Model(x, Add()([x, Linear(output_dim=4)(x)]), seed=0)
+        >>> nodes, start = keras_graph_twins(graph)
+        >>> build_keras_graph(graph, nodes, start, "float32").output_shape
+        (None, 4)
+    """
     inp = keras.Input(shape=start.twin_shape(model.input_shape), dtype=dtype)
     tensors = {model.inputs[0].id: inp}
     for node, graph_node in zip(model.nodes, nodes):
@@ -1319,7 +1435,20 @@ def _group_norm_from_keras(klayers: list[Any], i: int, ctx: FromKerasContext):
 
 # -- losses -----------------------------------------------------------------------------------
 def keras_loss(loss: Loss, dtype: str) -> Callable[[Any, Any], Any]:
-    """A Keras loss object equivalent to ours, called as ``fn(y_true, y_pred)``."""
+    """A Keras loss object equivalent to ours, called as ``fn(y_true, y_pred)``.
+
+    Args:
+        loss: our loss (``SoftMaxLoss``, ``BinaryCrossEntropy``, ``MSELoss``).
+        dtype: the Keras dtype, e.g. ``"float32"``.
+
+    Returns:
+        A Keras loss object (from logits for the classification losses).
+
+    Example:
+        >>> fn = keras_loss(MSELoss(), "float32")
+        >>> float(fn(np.ones((2, 1), "float32"), np.zeros((2, 1), "float32")))
+        1.0
+    """
     return KERAS_LOSSES.lookup(loss, where="loss ")(loss, dtype)
 
 
@@ -1339,7 +1468,23 @@ def _mse_loss(loss: MSELoss, dtype: str):
 
 
 def keras_targets(loss: Loss, y_true: Any, y_pred_shape: tuple[int, ...], out_layout: Layout, dtype: str) -> np.ndarray:
-    """Our targets as the Keras loss wants them: one-hot for classification, Keras layout otherwise."""
+    """Our targets as the Keras loss wants them: one-hot for classification, Keras layout otherwise.
+
+    Args:
+        loss: our loss.
+        y_true: our targets (labels ``(N,)`` or arrays in our layout).
+        y_pred_shape: the shape of the Keras prediction, e.g. ``(N, K)``.
+        out_layout: the :class:`Layout` of the Keras output.
+        dtype: the dtype of the targets.
+
+    Returns:
+        The targets as an array.
+
+    Example:
+        >>> keras_targets(SoftMaxLoss(), np.array([0, 2]), (2, 3), PLAIN, "float32")
+        array([[1., 0., 0.],
+               [0., 0., 1.]], dtype=float32)
+    """
     if isinstance(loss, SoftMaxLoss):
         return one_hot_targets(y_true, y_pred_shape, np.dtype(dtype), loss.name)
     y = np.asarray(y_true, dtype=dtype)

@@ -331,6 +331,14 @@ def to_onnx_model(model: Any, opset: int = DEFAULT_OPSET, dtype: Any = None) -> 
         opset: the ONNX opset (13 to 21 are tested).
         dtype: ``"float32"`` / ``"float64"`` for the weights, input and output; default the
             model's. onnxruntime's CPU Conv has no float64 kernel: use float32 to serve there.
+
+    Returns:
+        The ``onnx.ModelProto`` (checked with ``onnx.checker``).
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> [node.op_type for node in to_onnx_model(model).graph.node]
+        ['Gemm', 'Relu']
     """
     calls, input_key, output_key, input_shape = _calls(model)
     layers = [layer for layer, _, _ in calls]
@@ -376,6 +384,12 @@ def to_onnx_model(model: Any, opset: int = DEFAULT_OPSET, dtype: Any = None) -> 
 
 def to_onnx(model: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET, dtype: Any = None) -> onnx.ModelProto:
     """Write ``model`` to ``path`` as ONNX (see :func:`to_onnx_model`); returns the ``ModelProto``.
+
+    Args:
+        model: a built ``Sequential``, graph ``Model`` or seed ``NeuralNetwork``.
+        path: the file to write.
+        opset: the ONNX opset (13 to 21 are tested).
+        dtype: ``"float32"`` / ``"float64"`` for the weights, input and output; default the model's.
 
     Example:
         >>> to_onnx(model, "model.onnx", opset=17)                       # doctest: +SKIP
@@ -640,7 +654,18 @@ def _layer_registry() -> dict[str, type]:
 
 def from_onnx_model(proto: onnx.ModelProto, loss: Any = None, optimizer: Any = None) -> Any:
     """An ``onnx.ModelProto`` as our model: a ``Sequential`` when the graph is a chain of layers
-    with one input each, else a graph ``Model``. See :func:`from_onnx`."""
+    with one input each, else a graph ``Model``. See :func:`from_onnx`.
+
+    Args:
+        proto: the ``onnx.ModelProto``.
+        loss: our loss to attach, or None.
+        optimizer: our optimizer to attach, or None.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> type(from_onnx_model(to_onnx_model(model))).__name__
+        'Sequential'
+    """
     from ..graph import Input, Model
     from ..model import Sequential
 
@@ -761,6 +786,14 @@ def _rebuild(tag: dict[str, Any], group: list[onnx.NodeProto], imp: _Importer, r
 
 def from_onnx(path: str | os.PathLike | onnx.ModelProto, loss: Any = None, optimizer: Any = None) -> Any:
     """Load an ONNX file (or ``ModelProto``) as our model; see the module docstring for the operators.
+
+    Args:
+        path: an ONNX file, or an ``onnx.ModelProto``.
+        loss: our loss to attach, or None.
+        optimizer: our optimizer to attach, or None.
+
+    Returns:
+        Our ``Sequential`` for a chain of layers, else a graph ``Model``.
 
     Example:
         >>> model = from_onnx("model.onnx")           # doctest: +SKIP

@@ -42,7 +42,19 @@ def _no_parameters(get: Callable[[torch.Tensor], np.ndarray]) -> dict[str, np.nd
 
 @dataclass
 class TorchTwin:
-    """The torch modules that compute one of our layers, applied in order."""
+    """The torch modules that compute one of our layers, applied in order.
+
+    Args:
+        modules: the torch modules, applied in order (e.g. ``[ZeroPad2d, Conv2d]``).
+        read: ``read(get)`` -> the twin's parameters in OUR layouts (``get`` turns a tensor into an array).
+        read_buffers: the same for buffers (batch-norm running statistics).
+        extras: converter-specific details.
+
+    Example:
+        >>> twin = torch_twins(Sequential([Linear(output_dim=3)], input_shape=(4,), seed=0))[0]
+        >>> twin.modules
+        [Linear(in_features=4, out_features=3, bias=True)]
+    """
 
     modules: list[nn.Module]
     read: Reader = _no_parameters
@@ -57,6 +69,15 @@ TORCH_LOSSES = Registry("torch loss")
 
 
 def torch_dtype(dtype: Any) -> torch.dtype:
+    """The torch dtype of a NumPy dtype.
+
+    Args:
+        dtype: anything ``np.dtype`` accepts (``"float64"``, ``np.float32`` ...).
+
+    Example:
+        >>> torch_dtype("float64")
+        torch.float64
+    """
     return torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
 
 
@@ -100,7 +121,19 @@ def _input_ranks(layers: list[Layer]) -> list[int | None]:
 
 
 def torch_twins(model: Any) -> list[TorchTwin]:
-    """One :class:`TorchTwin` per layer of ``model`` (of ``model.layers`` for a graph), with our current weights."""
+    """One :class:`TorchTwin` per layer of ``model`` (of ``model.layers`` for a graph), with our current weights.
+
+    Args:
+        model: our ``Sequential``, graph ``Model`` or list of layers, built.
+
+    Returns:
+        A list of :class:`TorchTwin`, one per layer, in order.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> [twin.modules for twin in torch_twins(model)]
+        [[Linear(in_features=4, out_features=3, bias=True)], [ReLU()]]
+    """
     layers = model_layers(model)
     twins = []
     ranks = graph_layer_ranks(model) if is_graph_model(model) else _input_ranks(layers)
@@ -118,6 +151,20 @@ def to_torch(model: Any) -> nn.Module:
     A graph :class:`~nn_from_scratch.graph.Model` becomes a :class:`GraphModule`: one torch module
     per layer (a layer used at two nodes is one module, so the weights stay shared) run in the
     order of the model's nodes.
+
+    Args:
+        model: our ``Sequential``, graph ``Model``, seed ``NeuralNetwork`` or list of layers (built).
+
+    Returns:
+        An ``nn.Sequential`` (a :class:`GraphModule` for a graph) on NCHW / ``(N, D)`` inputs.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> to_torch(model)
+        Sequential(
+          (0): Linear(in_features=4, out_features=3, bias=True)
+          (1): ReLU()
+        )
     """
     if is_graph_model(model):
         return _graph_to_torch(model)
@@ -303,6 +350,20 @@ def from_torch(
     Graphs: a plain ``nn.Module`` keeps its graph in Python code (its ``forward``), which there is
     no way to read, so only the :class:`GraphModule` made by :func:`to_torch` from one of our graph
     models converts back, to a graph ``Model`` (``input_shape`` is ignored: it is in the structure).
+
+    Args:
+        module: a torch ``nn.Sequential`` (nested ones flattened) or a :class:`GraphModule`.
+        input_shape: per-sample input shape, NCHW (e.g. ``(1, 28, 28)``), to build at once.
+        loss: our loss to attach, or None.
+        optimizer: our optimizer to attach, or None.
+
+    Returns:
+        Our ``Sequential`` (graph ``Model`` for a ``GraphModule``).
+
+    Example:
+        >>> module = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+        >>> from_torch(module, input_shape=(4,)).predict(np.ones((2, 4), dtype=np.float32)).shape
+        (2, 3)
     """
     if isinstance(module, GraphModule):
         return _graph_from_torch(module, loss, optimizer)
@@ -600,6 +661,18 @@ class GraphModule(nn.Module):
     say which layer runs on which earlier outputs. A layer used at several nodes is one module, called
     at each of them, so its weights are shared and autograd sums their gradients -- as in our model.
     ``twins[i]`` is the :class:`TorchTwin` of layer ``i`` (``read`` gives its weights in our layouts).
+
+    Args:
+        twins: one :class:`TorchTwin` per layer of the graph model.
+        structure: the graph model's :meth:`get_config` (its nodes).
+        takes_list: per layer, whether its module takes a list of inputs (``Add``, ``Concatenate``...).
+
+    Example:
+        >>> x = Input(shape=(4,))
+        >>> graph = Model(x, Add()([x, Linear(output_dim=4)(x)]), seed=0)
+        >>> module = to_torch(graph)                  # a GraphModule, built for you
+        >>> module(torch.ones(2, 4)).shape
+        torch.Size([2, 4])
     """
 
     def __init__(self, twins: list[TorchTwin], structure: dict[str, Any], takes_list: list[bool]) -> None:
@@ -807,7 +880,20 @@ def _group_norm_from_torch(modules: list[nn.Module], i: int):
 
 # -- losses -----------------------------------------------------------------------------------
 def torch_loss(loss: Loss, y_pred: torch.Tensor, y_true: Any) -> torch.Tensor:
-    """The torch value of our ``loss`` on a torch prediction (differentiable)."""
+    """The torch value of our ``loss`` on a torch prediction (differentiable).
+
+    Args:
+        loss: our loss (``SoftMaxLoss``, ``BinaryCrossEntropy``, ``MSELoss``).
+        y_pred: the torch prediction (logits for the classification losses), e.g. ``(N, K)``.
+        y_true: our targets (integer labels ``(N,)`` or one-hot ``(N, K)`` for ``SoftMaxLoss``).
+
+    Returns:
+        A scalar torch tensor.
+
+    Example:
+        >>> float(torch_loss(SoftMaxLoss(), torch.zeros(2, 3), np.array([0, 2])))   # log(3)
+        1.0986123085021973
+    """
     return TORCH_LOSSES.lookup(loss, where="loss ")(loss, y_pred, y_true)
 
 
@@ -841,6 +927,19 @@ def torch_optimizer(optimizer: Any, params: list[torch.Tensor]) -> torch.optim.O
     """The ``torch.optim`` optimizer with the same update rule and settings as ours.
 
     ``clip_norm`` is not part of it: apply ``torch.nn.utils.clip_grad_norm_`` before ``step``.
+
+    Args:
+        optimizer: our optimizer (``GradientDescent``, ``Adam``, ``AdamW``, ``RMSProp``).
+        params: the torch parameters it updates.
+
+    Returns:
+        A ``torch.optim.Optimizer``.
+
+    Example:
+        >>> from nn_from_scratch.optimizers import Adam
+        >>> opt = torch_optimizer(Adam(1e-3), [torch.zeros(2, requires_grad=True)])
+        >>> type(opt).__name__, opt.defaults["lr"]
+        ('Adam', 0.001)
     """
     return TORCH_OPTIMIZERS.lookup(optimizer, where="optimizer ")(optimizer, params)
 
