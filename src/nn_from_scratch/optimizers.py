@@ -336,6 +336,11 @@ def get(optimizer: Any, learning_rate: float | None = None) -> Optimizer:
     """An optimizer from a Keras name with Keras' default learning rate (``"sgd"`` 0.01,
     ``"adam"`` / ``"adamw"`` / ``"rmsprop"`` 0.001), or ``optimizer`` itself when it is one.
 
+    Args:
+        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` (case-insensitive), or an
+            :class:`Optimizer` (returned as is).
+        learning_rate: overrides the default learning rate of a name.
+
     Example:
         >>> get("adam").lr
         0.001

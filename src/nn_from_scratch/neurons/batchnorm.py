@@ -63,6 +63,25 @@ class BatchNormalization(Neuron):
     the backward reduces the two per-channel sums ``sum(dy)`` and ``sum(dy * x^)`` that
     ``dL/dx`` needs, while ``dL/dgamma`` and ``dL/dbeta`` keep this rank's part (the gradient
     allreduce adds the ranks). The overflow fallback above is not used there.
+
+    Args:
+        momentum: torch's ``f``, the weight of the new batch in the running statistics; ``None``
+            for a cumulative average.
+        eps: added to the variance before the square root.
+        input_dim: the number of channels ``C`` or the per-sample shape, e.g. ``(C, H, W)``;
+            ``None`` infers it from the first input.
+        gamma: the initial scale, shape ``(C,)`` (default ones).
+        beta: the initial shift, shape ``(C,)`` (default zeros).
+        dtype: the parameters' dtype.
+        name: the layer's name (default: the class name).
+
+    Example:
+        >>> bn = BatchNormalization(input_dim=3, dtype=np.float64)
+        >>> y = bn.forward(np.arange(12.0).reshape(4, 3))     # (N, C) = (4, 3); column j is 3n + j
+        >>> y[:, 0].round(4)
+        array([-1.3416, -0.4472,  0.4472,  1.3416])
+        >>> bn.running_mean, bn.running_var                   # 0.9 * init + 0.1 * batch (unbiased var 15)
+        (array([0.45, 0.55, 0.65]), array([2.4, 2.4, 2.4]))
     """
 
     parameter_names = ("gamma", "beta")

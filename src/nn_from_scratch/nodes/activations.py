@@ -12,7 +12,19 @@ from ..interfaces import Node, as_float
 
 
 class Activation(Node):
-    """Base for activations: accepts the seed's ``n_input`` shape argument and ignores it."""
+    """Base for activations: accepts the seed's ``n_input`` shape argument and ignores it.
+
+    Subclasses implement ``forward(x)`` and ``backward(dL_dy, need_input_grad=True)``, keeping
+    what backward reads in ``cache_attrs``; shapes: any ``(N, ...)``, unchanged.
+
+    Args:
+        n_input: ignored; accepted so that the seed's ``ReLU((50, 4, 26, 26))`` still works.
+        name: the layer's name (default: the class name).
+
+    Example:
+        >>> isinstance(ReLU(), Activation)
+        True
+    """
 
     fixed_input_shape = False
 
@@ -490,6 +502,9 @@ def get(name: str) -> Activation:
     """A fresh activation layer from a Keras name: ``"relu"``, ``"sigmoid"``, ``"tanh"``,
     ``"softmax"``, ``"gelu"`` (exact, as Keras' ``approximate=False``), ``"silu"`` / ``"swish"``,
     ``"elu"``, ``"softplus"``, ``"log_softmax"``, ``"leaky_relu"`` (slope 0.2, Keras') or ``"linear"``.
+
+    Args:
+        name: the activation's name (case-insensitive).
 
     Example:
         >>> type(get("relu")).__name__
