@@ -29,7 +29,20 @@ Padding4 = tuple[int, int, int, int]
 
 
 class ConvGeometry(NamedTuple):
-    """Everything about a 2-D convolution's shape that the kernels need."""
+    """Everything about a 2-D convolution's shape that the kernels need.
+
+    Args:
+        kh: the kernel's height.
+        kw: the kernel's width.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        padding: ``(top, bottom, left, right)`` zeros added around the input.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> g.output_hw(28, 28)
+        (28, 28)
+    """
 
     kh: int
     kw: int
@@ -50,6 +63,21 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     """Keras/TensorFlow "same" padding: output length ``ceil(size / stride)``.
 
     The extra pixel of an odd total goes to the end (bottom/right), as TensorFlow does.
+
+    Args:
+        size: the input length along the axis.
+        kernel: the kernel length.
+        stride: the stride.
+        dilation: the dilation.
+
+    Returns:
+        ``(before, after)`` padding along the axis.
+
+    Example:
+        >>> same_padding(5, 2, 2, 1)
+        (0, 1)
+        >>> same_padding(28, 3, 1, 1)
+        (1, 1)
     """
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
@@ -57,7 +85,22 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
 
 
 def as_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
-    """A positive int or a pair of them (kernel size, stride, dilation) -> ``(h, w)``."""
+    """A positive int or a pair of them (kernel size, stride, dilation) -> ``(h, w)``.
+
+    Args:
+        value: an int or a pair of ints, each >= 1.
+        what: the argument's name, for the error message.
+        layer: the layer's name, for the error message.
+
+    Returns:
+        ``(h, w)``.
+
+    Example:
+        >>> as_pair(3, "kernel_size", "Conv2D")
+        (3, 3)
+        >>> as_pair((2, 1), "stride", "Conv2D")
+        (2, 1)
+    """
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else ()
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair):
         raise ValueError(f"{layer}: {what} must be a positive int or a pair of them, got {value!r}")
@@ -67,7 +110,25 @@ def as_pair(value: Any, what: str, layer: str) -> tuple[int, int]:
 def resolve_padding(
     padding: Any, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], layer: str
 ) -> Padding4:
-    """``int | (ph, pw) | (top, bottom, left, right) | "valid" | "same"`` -> (top, bottom, left, right)."""
+    """``int | (ph, pw) | (top, bottom, left, right) | "valid" | "same"`` -> (top, bottom, left, right).
+
+    Args:
+        padding: the layer's ``padding`` argument.
+        hw: the input's ``(H, W)`` (needed for ``"same"``).
+        kernel: ``(kh, kw)``.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+        layer: the layer's name, for errors.
+
+    Returns:
+        ``(top, bottom, left, right)``.
+
+    Example:
+        >>> resolve_padding("same", (28, 28), (3, 3), (1, 1), (1, 1), "Conv2D")
+        (1, 1, 1, 1)
+        >>> resolve_padding((1, 2), (28, 28), (3, 3), (1, 1), (1, 1), "Conv2D")
+        (1, 1, 2, 2)
+    """
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)
@@ -89,7 +150,19 @@ def resolve_padding(
 
 
 def image_shape(input_shape: tuple[int, ...], layer: str) -> tuple[int, int, int]:
-    """A per-sample shape that must be ``(C, H, W)``; ValueError naming the layer otherwise."""
+    """A per-sample shape that must be ``(C, H, W)``; ValueError naming the layer otherwise.
+
+    Args:
+        input_shape: a per-sample shape (no batch axis).
+        layer: the layer's name, for the error message.
+
+    Returns:
+        ``(C, H, W)`` as ints.
+
+    Example:
+        >>> image_shape((1, 28, 28), "Conv2D")
+        (1, 28, 28)
+    """
     if len(input_shape) != 3:
         raise ValueError(
             f"{layer}: expected input of shape (batch, channels, height, width), got (batch, {', '.join(map(str, input_shape))})"
@@ -98,7 +171,22 @@ def image_shape(input_shape: tuple[int, ...], layer: str) -> tuple[int, int, int
 
 
 def checked_output_hw(geom: ConvGeometry, input_shape: tuple[int, int, int], layer: str, window: str) -> tuple[int, int]:
-    """``geom.output_hw`` of a ``(C, H, W)`` input, refusing an input smaller than the ``window``."""
+    """``geom.output_hw`` of a ``(C, H, W)`` input, refusing an input smaller than the ``window``.
+
+    Args:
+        geom: the convolution's :class:`ConvGeometry`.
+        input_shape: the per-sample ``(C, H, W)``.
+        layer: the layer's name, for the error message.
+        window: what the window is called in the message (``"kernel"``, ``"pool"``).
+
+    Returns:
+        ``(OH, OW)``.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> checked_output_hw(g, (1, 28, 28), "Conv2D", "kernel")
+        (28, 28)
+    """
     c, h, w = input_shape
     oh, ow = geom.output_hw(h, w)
     if oh < 1 or ow < 1:
@@ -107,7 +195,19 @@ def checked_output_hw(geom: ConvGeometry, input_shape: tuple[int, int, int], lay
 
 
 def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Zeros of ``shape`` laid out in memory like ``like`` (same axis order by stride), e.g. batch-innermost."""
+    """Zeros of ``shape`` laid out in memory like ``like`` (same axis order by stride), e.g. batch-innermost.
+
+    Args:
+        like: the array whose memory order (axes sorted by stride) to copy.
+        shape: the new array's shape (same ndim as ``like``).
+        dtype: the new array's dtype.
+
+    Example:
+        >>> like = np.zeros((3, 4, 5, 2)).transpose(3, 0, 1, 2)  # (N, C, H, W) view, batch innermost
+        >>> z = zeros_in_layout_of(like, (2, 3, 4, 5), np.float32)
+        >>> z.shape, z.strides
+        ((2, 3, 4, 5), (4, 160, 40, 8))
+    """
     order = np.argsort([-abs(s) for s in like.strides], kind="stable")
     return np.zeros([shape[i] for i in order], dtype).transpose(np.argsort(order))
 
@@ -117,7 +217,23 @@ def pad2d(x: np.ndarray, padding: Padding4, value: float = 0.0, keep_layout: boo
     (zeros for convolution and average pooling, ``-inf`` for max pooling).
 
     The result is C-contiguous, or laid out in memory like ``x`` with ``keep_layout`` (e.g.
-    batch-innermost, so that max pooling after a fast convolution keeps its layout)."""
+    batch-innermost, so that max pooling after a fast convolution keeps its layout).
+
+    Args:
+        x: an array of shape (..., H, W).
+        padding: ``(top, bottom, left, right)``.
+        value: the fill value.
+        keep_layout: lay the result out in memory like ``x`` instead of C-contiguous.
+
+    Returns:
+        An array of shape (..., H + top + bottom, W + left + right).
+
+    Example:
+        >>> pad2d(np.ones((1, 1, 2, 2)), (1, 0, 0, 1))[0, 0]
+        array([[0., 0., 0.],
+               [1., 1., 0.],
+               [1., 1., 0.]])
+    """
     pt, pb, pl, pr = padding
     if not (pt or pb or pl or pr):
         return x
@@ -140,6 +256,23 @@ def window_view(
 
     Returns shape ``(C, kh, kw, N, OH, OW)``: element ``[c, p, q, n, i, j]`` is
     ``xp[n, c, i*sh + p*dh, j*sw + q*dw]``. No data is copied.
+
+    Args:
+        xp: the padded input, (N, C, Hp, Wp).
+        kh: the kernel's height.
+        kw: the kernel's width.
+        oh: the output height.
+        ow: the output width.
+        stride: ``(sh, sw)``.
+        dilation: ``(dh, dw)``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> v = window_view(x, 2, 2, 3, 3, (1, 1), (1, 1))
+        >>> v.shape
+        (1, 2, 2, 1, 3, 3)
+        >>> float(v[0, 1, 1, 0, 0, 0])  # x[0, 0, 1, 1]
+        5.0
     """
     sn, sc, sh_, sw_ = xp.strides
     sh, sw = stride
@@ -154,7 +287,21 @@ def window_view(
 
 
 def im2col(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """Receptive fields of ``x`` (N, C, H, W) as columns: ``(C*kh*kw, N*OH*OW)``."""
+    """Receptive fields of ``x`` (N, C, H, W) as columns: ``(C*kh*kw, N*OH*OW)``.
+
+    Args:
+        x: the input, (N, C, H, W); padded here by ``geom.padding``.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        ``(C*kh*kw, N*OH*OW)``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> im2col(x, g).shape
+        (4, 9)
+    """
     n, c, h, w = x.shape
     oh, ow = geom.output_hw(h, w)
     view = window_view(pad2d(x, geom.padding), geom.kh, geom.kw, oh, ow, geom.stride, geom.dilation)
@@ -166,6 +313,22 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeome
 
     Overlapping receptive fields add up. The loop runs over the ``kh * kw`` kernel taps only;
     each iteration is one strided add over the whole batch and all channels.
+
+    Args:
+        cols: columns ``(C*kh*kw, N*OH*OW)`` as :func:`im2col` makes them.
+        x_shape: ``(N, C, H, W)`` of the image.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        The image, of shape ``x_shape`` (below: how often each pixel is read).
+
+    Example:
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> col2im(np.ones((4, 9)), (1, 1, 4, 4), g)[0, 0]
+        array([[1., 2., 2., 1.],
+               [2., 4., 4., 2.],
+               [2., 4., 4., 2.],
+               [1., 2., 2., 1.]])
     """
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
@@ -185,6 +348,23 @@ def conv2d_forward(
     """Cross-correlation ``y[n,o] = sum_c W[o,c] * x[n,c] + b[o]``.
 
     Returns ``(y, cols)``; ``cols`` is kept by the caller for the backward pass.
+
+    Args:
+        x: the input, (N, C, H, W).
+        W: the kernel, (O, C, kh, kw).
+        b: the bias, (O,), or None.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        ``y`` (N, O, OH, OW) and ``cols`` (C*kh*kw, N*OH*OW).
+
+    Example:
+        >>> x, W = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, cols = conv2d_forward(x, W, np.array([0.5]), g)
+        >>> y[0, 0]
+        array([[4.5, 4.5],
+               [4.5, 4.5]])
     """
     n = x.shape[0]
     o = W.shape[0]
@@ -207,6 +387,30 @@ def conv2d_backward(
     """Gradients of :func:`conv2d_forward` given ``dL/dy``: returns ``(dx, dW, db)``.
 
     ``dW = dy_2d @ cols.T``, ``db = sum(dy)`` and ``dx = col2im(W_2d.T @ dy_2d)``.
+
+    Args:
+        dy: ``dL/dy``, (N, O, OH, OW).
+        cols: the ``cols`` that :func:`conv2d_forward` returned.
+        x_shape: ``(N, C, H, W)`` of the input.
+        W: the kernel, (O, C, kh, kw).
+        geom: the convolution's :class:`ConvGeometry`.
+        need_dx: compute ``dx`` (False returns None in its place).
+
+    Returns:
+        ``dx`` (N, C, H, W) or None, ``dW`` (O, C, kh, kw) and ``db`` (O,).
+
+    Example:
+        >>> x, W = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, cols = conv2d_forward(x, W, None, g)
+        >>> dx, dW, db = conv2d_backward(np.ones_like(y), cols, x.shape, W, g)
+        >>> dx[0, 0]
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]])
+        >>> dW[0, 0], db
+        (array([[4., 4.],
+               [4., 4.]]), array([4.]))
     """
     o = W.shape[0]
     dy_2d = dy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*OH*OW)
@@ -247,7 +451,18 @@ def conv2d_backward(
 
 
 def fast_conv_supported(geom: ConvGeometry) -> bool:
-    """Whether :class:`Conv2dPlan` handles this geometry (stride 1 along the height)."""
+    """Whether :class:`Conv2dPlan` handles this geometry (stride 1 along the height).
+
+    Args:
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> fast_conv_supported(g)
+        True
+        >>> fast_conv_supported(g._replace(stride=(2, 2)))
+        False
+    """
     return geom.stride[0] == 1
 
 
@@ -260,6 +475,26 @@ class Conv2dPlan:
     Buffer lifetimes: ``U`` and the padded input are overwritten by every ``forward`` and read
     by the ``backward`` that follows it, like the reference's ``cols``. The arrays returned
     (``y``, ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
+
+    Args:
+        x_shape: ``(N, C, H, W)`` of the inputs it will see.
+        out_channels: O, the number of output channels.
+        geom: the convolution's :class:`ConvGeometry` (see :func:`fast_conv_supported`).
+        dtype: the dtype of inputs and weights.
+        chunk_pixels: output pixels per work chunk (default: about 2 MiB of buffers; tests use small values).
+        dx_block_rows: input rows per block of the ``dx`` kernel (default: chosen from the shapes).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x, W, b = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> plan = Conv2dPlan(x.shape, 4, g, np.float64)
+        >>> y = plan.forward(x, W, b)
+        >>> bool(np.allclose(y, conv2d_forward(x, W, b, g)[0]))
+        True
+        >>> dx, dW, db = plan.backward(np.ones_like(y), W)
+        >>> dx.shape, dW.shape, db.shape
+        ((2, 3, 6, 6), (4, 3, 3, 3), (4,))
     """
 
     def __init__(
@@ -485,7 +720,21 @@ class Conv2dPlan:
 
 
 def check_groups(in_channels: int | None, out_channels: int, groups: int, layer: str) -> None:
-    """ValueError naming the layer unless ``groups`` divides both channel counts (``None``: not known yet)."""
+    """ValueError naming the layer unless ``groups`` divides both channel counts (``None``: not known yet).
+
+    Args:
+        in_channels: the input channel count, or None when not known yet.
+        out_channels: the output channel count.
+        groups: the number of groups.
+        layer: the layer's name, for the error message.
+
+    Example:
+        >>> check_groups(4, 8, 2, "Conv2D")  # fine: returns None
+        >>> check_groups(4, 6, 4, "Conv2D")
+        Traceback (most recent call last):
+        ...
+        ValueError: Conv2D: out_channels (6) must be divisible by groups (4)
+    """
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{layer}: groups must be a positive int, got {groups!r}")
     if out_channels % groups:
@@ -495,7 +744,25 @@ def check_groups(in_channels: int | None, out_channels: int, groups: int, layer:
 
 
 def grouped_conv2d_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, geom: ConvGeometry, groups: int) -> np.ndarray:
-    """Reference grouped convolution: :func:`conv2d_forward` on each block of channels."""
+    """Reference grouped convolution: :func:`conv2d_forward` on each block of channels.
+
+    Args:
+        x: the input, (N, C, H, W).
+        W: the kernel, (O, C/groups, kh, kw).
+        b: the bias, (O,), or None.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups (dividing C and O).
+
+    Returns:
+        ``y``, (N, O, OH, OW).
+
+    Example:
+        >>> x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]  # (1, 2, 3, 3)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y = grouped_conv2d_forward(x, np.ones((2, 1, 2, 2)), None, g, groups=2)
+        >>> y.shape, float(y[0, 0, 0, 0]), float(y[0, 1, 0, 0])
+        ((1, 2, 2, 2), 4.0, 8.0)
+    """
     cg, og = W.shape[1], W.shape[0] // groups
     ys = [conv2d_forward(x[:, g * cg : (g + 1) * cg], W[g * og : (g + 1) * og], None, geom)[0] for g in range(groups)]
     y = np.concatenate(ys, axis=1)
@@ -505,7 +772,25 @@ def grouped_conv2d_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g
 def grouped_conv2d_backward(
     dy: np.ndarray, x: np.ndarray, W: np.ndarray, geom: ConvGeometry, groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reference gradients of :func:`grouped_conv2d_forward`: :func:`conv2d_backward` on each block."""
+    """Reference gradients of :func:`grouped_conv2d_forward`: :func:`conv2d_backward` on each block.
+
+    Args:
+        dy: ``dL/dy``, (N, O, OH, OW).
+        x: the forward input, (N, C, H, W).
+        W: the kernel, (O, C/groups, kh, kw).
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups.
+
+    Returns:
+        ``dx`` (N, C, H, W), ``dW`` (O, C/groups, kh, kw) and ``db`` (O,).
+
+    Example:
+        >>> x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> dx, dW, db = grouped_conv2d_backward(np.ones((1, 2, 2, 2)), x, np.ones((2, 1, 2, 2)), g, 2)
+        >>> dW[:, 0, 0, 0], db
+        (array([4., 8.]), array([4., 4.]))
+    """
     cg, og = W.shape[1], W.shape[0] // groups
     dxs, dWs = [], []
     for g in range(groups):
@@ -539,6 +824,22 @@ class GroupedConv2dPlan:
 
     ``U``-style buffers (the padded input, ``cols``) are overwritten by every ``forward`` and
     read by the ``backward`` that follows; returned arrays are fresh.
+
+    Args:
+        x_shape: ``(N, C, H, W)`` of the inputs it will see.
+        out_channels: O, the number of output channels.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups (dividing C and O; ``groups == C`` is depthwise).
+        dtype: the dtype of inputs and weights.
+        block_bytes: the size of a block of channels for the strided depthwise kernel (default: chosen here).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x, W = rng.normal(size=(2, 4, 5, 5)), rng.normal(size=(8, 1, 3, 3))  # depthwise, multiplier 2
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(2, 2), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> plan = GroupedConv2dPlan(x.shape, 8, g, groups=4, dtype=np.float64)
+        >>> bool(np.allclose(plan.forward(x, W, None), grouped_conv2d_forward(x, W, None, g, 4)))
+        True
     """
 
     def __init__(self, x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, groups: int,
@@ -778,7 +1079,22 @@ class GroupedConv2dPlan:
 def conv_plan(x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, groups: int,
               dtype: np.dtype) -> Conv2dPlan | GroupedConv2dPlan:
     """The fast plan for a convolution: :class:`Conv2dPlan` where it applies (one group, stride 1
-    along the height), :class:`GroupedConv2dPlan` otherwise (any groups, stride and dilation)."""
+    along the height), :class:`GroupedConv2dPlan` otherwise (any groups, stride and dilation).
+
+    Args:
+        x_shape: ``(N, C, H, W)``.
+        out_channels: O.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups.
+        dtype: the dtype of inputs and weights.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> type(conv_plan((8, 3, 28, 28), 16, g, 1, np.float32)).__name__
+        'Conv2dPlan'
+        >>> type(conv_plan((8, 4, 28, 28), 4, g, 4, np.float32)).__name__
+        'GroupedConv2dPlan'
+    """
     if groups == 1 and fast_conv_supported(geom):
         return Conv2dPlan(x_shape, out_channels, geom, dtype)
     return GroupedConv2dPlan(x_shape, out_channels, geom, groups, dtype)
@@ -789,6 +1105,20 @@ def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 
     ``x`` must already be padded (with ``-inf`` for max pooling, zeros for average), so
     ``geom.padding`` is not applied again here.
+
+    Args:
+        x: the already padded input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> w = pool_windows(x, g)
+        >>> w.shape
+        (1, 1, 2, 2, 2, 2)
+        >>> w[0, 0, 1, 0]
+        array([[ 8.,  9.],
+               [12., 13.]])
     """
     n, c, h, w = x.shape
     oh, ow = geom._replace(padding=(0, 0, 0, 0)).output_hw(h, w)
@@ -823,6 +1153,21 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     ``max_pool2d``. A NaN in a window makes its output NaN and its ``argmax`` the window's last
     NaN; a window whose elements are all ``-inf`` has its first element (not padding) as
     ``argmax``. Both as in torch: the gradient never lands on padding, where it would be lost.
+
+    Args:
+        x: the input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, argmax = max_pool2d_forward(x, g)
+        >>> y[0, 0]
+        array([[ 5.,  7.],
+               [13., 15.]])
+        >>> argmax[0, 0]
+        array([[3, 3],
+               [3, 3]], dtype=uint8)
     """
     xp = pad2d(x, geom.padding, -np.inf, keep_layout=True)
     windows = pool_windows(xp, geom)
@@ -853,7 +1198,27 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
 def max_pool2d_backward(
     dy: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry
 ) -> np.ndarray:
-    """Adjoint of :func:`max_pool2d_forward`: each ``dy`` goes to its window's maximum; overlaps add up."""
+    """Adjoint of :func:`max_pool2d_forward`: each ``dy`` goes to its window's maximum; overlaps add up.
+
+    Args:
+        dy: ``dL/dy``, (N, C, OH, OW).
+        argmax: the tap indices from :func:`max_pool2d_forward`, (N, C, OH, OW).
+        x_shape: ``(N, C, H, W)`` of the input.
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Returns:
+        ``dx`` of ``x_shape``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, argmax = max_pool2d_forward(x, g)
+        >>> max_pool2d_backward(np.ones_like(y), argmax, x.shape, g)[0, 0]
+        array([[0., 0., 0., 0.],
+               [0., 1., 0., 1.],
+               [0., 0., 0., 0.],
+               [0., 1., 0., 1.]])
+    """
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
     oh, ow = dy.shape[2:]
@@ -883,6 +1248,20 @@ def avg_pool2d_divisor(h: int, w: int, geom: ConvGeometry, count_include_pad: bo
 
     ``count_include_pad=True``: always ``kh * kw`` (torch's default). ``False``: only the
     elements of the window that lie inside the unpadded input (Keras' ``"same"`` pooling).
+
+    Args:
+        h: the input height.
+        w: the input width.
+        geom: the pooling's :class:`ConvGeometry`.
+        count_include_pad: count padded elements (torch's default) or not.
+        dtype: the result's dtype.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> avg_pool2d_divisor(3, 3, g, count_include_pad=False, dtype=np.float64)
+        array([[4., 6., 4.],
+               [6., 9., 6.],
+               [4., 6., 4.]])
     """
     oh, ow = geom.output_hw(h, w)
     if count_include_pad:
@@ -899,7 +1278,24 @@ def _window_sums(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 
 
 def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -> np.ndarray:
-    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``."""
+    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``.
+
+    Args:
+        x: the input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: :func:`avg_pool2d_divisor`'s ``(OH, OW)``.
+
+    Returns:
+        ``y``, (N, C, OH, OW).
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_forward(x, g, d)[0, 0]
+        array([[ 2.5,  4.5],
+               [10.5, 12.5]])
+    """
     y = _window_sums(pad2d(x, geom.padding), geom)
     y /= divisor
     return y
@@ -908,7 +1304,26 @@ def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -
 def avg_pool2d_backward(
     dy: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, divisor: np.ndarray
 ) -> np.ndarray:
-    """Adjoint of :func:`avg_pool2d_forward`: every window element gets ``dy / divisor``; overlaps add up."""
+    """Adjoint of :func:`avg_pool2d_forward`: every window element gets ``dy / divisor``; overlaps add up.
+
+    Args:
+        dy: ``dL/dy``, (N, C, OH, OW).
+        x_shape: ``(N, C, H, W)`` of the input.
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: the ``divisor`` the forward pass used, (OH, OW).
+
+    Returns:
+        ``dx`` of ``x_shape``.
+
+    Example:
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 4, 4), g, d)[0, 0]
+        array([[0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25]])
+    """
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
     oh, ow = dy.shape[2:]
@@ -1073,7 +1488,20 @@ def _erf_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 
 def erf(x: np.ndarray) -> np.ndarray:
     """The error function, element-wise: float32 in float32, anything else in float64, within a
-    few ulps (``erf(+-inf) = +-1``, NaN stays NaN)."""
+    few ulps (``erf(+-inf) = +-1``, NaN stays NaN).
+
+    Args:
+        x: an array (or scalar) of any shape.
+
+    Returns:
+        ``erf(x)``, same shape; float32 for float32 input, float64 otherwise.
+
+    Example:
+        >>> erf(np.array([0.0, 0.5, -1.0, np.inf]))
+        array([ 0.        ,  0.52049988, -0.84270079,  1.        ])
+        >>> erf(np.array([1.0], np.float32)).dtype
+        dtype('float32')
+    """
     x, small, erf_small, large, tail = _erf_parts(x)
     out = np.empty_like(x)
     out[small] = erf_small
@@ -1083,7 +1511,18 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 def erfc(x: np.ndarray) -> np.ndarray:
     """``1 - erf(x)`` without cancellation for large ``x``, dtypes as :func:`erf`
-    (``erfc(-inf) = 2``, ``erfc(inf) = 0``)."""
+    (``erfc(-inf) = 2``, ``erfc(inf) = 0``).
+
+    Args:
+        x: an array (or scalar) of any shape.
+
+    Returns:
+        ``erfc(x)``, same shape and dtype rule as :func:`erf`.
+
+    Example:
+        >>> erfc(np.array([0.0, 1.0, 10.0, -np.inf]))
+        array([1.00000000e+00, 1.57299207e-01, 2.08848758e-45, 2.00000000e+00])
+    """
     x, small, erf_small, large, tail = _erf_parts(x)
     out = np.empty_like(x)
     out[small] = 1 - erf_small
@@ -1098,7 +1537,20 @@ def erfc(x: np.ndarray) -> np.ndarray:
 # transposes give the backward pass; upsample_bilinear2d_reference is the 4-tap formula, per
 # output pixel, that the tests hold the matrices against.
 def upsample_nearest2d(x: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
-    """``y[n, c, i, j] = x[n, c, i // fh, j // fw]``."""
+    """``y[n, c, i, j] = x[n, c, i // fh, j // fw]``.
+
+    Args:
+        x: the input, (N, C, H, W).
+        factors: ``(fh, fw)``, positive ints.
+
+    Returns:
+        ``y``, (N, C, H*fh, W*fw).
+
+    Example:
+        >>> upsample_nearest2d(np.array([[[[1.0, 2.0]]]]), (2, 2))[0, 0]
+        array([[1., 1., 2., 2.],
+               [1., 1., 2., 2.]])
+    """
     fh, fw = factors
     return np.repeat(np.repeat(x, fh, axis=-2), fw, axis=-1)
 
@@ -1106,7 +1558,19 @@ def upsample_nearest2d(x: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
 def upsample_nearest2d_backward(dy: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     """Adjoint of :func:`upsample_nearest2d`: each input pixel gets the sum of its ``fh x fw`` block,
     as ``fw`` strided column slices added, then ``fh`` row slices (5x faster than a reshaped sum
-    over the two small axes)."""
+    over the two small axes).
+
+    Args:
+        dy: ``dL/dy``, (N, C, H*fh, W*fw).
+        factors: ``(fh, fw)``.
+
+    Returns:
+        ``dx``, (N, C, H, W).
+
+    Example:
+        >>> upsample_nearest2d_backward(np.arange(8.0).reshape(1, 1, 2, 4), (2, 2))[0, 0]
+        array([[10., 18.]])
+    """
     fh, fw = factors
     columns = dy[..., 0::fw].copy()
     for j in range(1, fw):
@@ -1124,6 +1588,21 @@ def linear_source_taps(size: int, factor: int, dtype: Any) -> tuple[np.ndarray, 
     ``src = max(scale * (o + 0.5) - 0.5, 0)`` with ``scale = 1 / factor`` (in the dtype's
     precision, as torch), ``i0 = min(floor(src), size - 1)``, ``i1 = i0 + 1`` except at the last
     pixel, ``l1 = src - i0``, ``l0 = 1 - l1``. A factor of 1 copies (``l0 = 1``).
+
+    Args:
+        size: the input length along the axis.
+        factor: the integer upsampling factor.
+        dtype: the dtype the weights are computed in.
+
+    Returns:
+        ``i0``, ``i1`` (int arrays) and ``l0``, ``l1`` (weights), each of shape ``(size * factor,)``.
+
+    Example:
+        >>> i0, i1, l0, l1 = linear_source_taps(2, 2, np.float64)
+        >>> i0.tolist(), i1.tolist()
+        ([0, 0, 0, 1], [1, 1, 1, 1])
+        >>> l0.tolist(), l1.tolist()
+        ([1.0, 0.75, 0.25, 0.75], [0.0, 0.25, 0.75, 0.25])
     """
     dtype = np.dtype(dtype)
     out = np.arange(size * factor)
@@ -1138,7 +1617,20 @@ def linear_source_taps(size: int, factor: int, dtype: Any) -> tuple[np.ndarray, 
 
 
 def linear_interpolation_matrix(size: int, factor: int, dtype: Any) -> np.ndarray:
-    """``A`` of shape ``(size * factor, size)`` with ``y = A @ x`` along one axis (see :func:`linear_source_taps`)."""
+    """``A`` of shape ``(size * factor, size)`` with ``y = A @ x`` along one axis (see :func:`linear_source_taps`).
+
+    Args:
+        size: the input length along the axis.
+        factor: the integer upsampling factor.
+        dtype: the matrix's dtype.
+
+    Example:
+        >>> linear_interpolation_matrix(2, 2, np.float64)
+        array([[1.  , 0.  ],
+               [0.75, 0.25],
+               [0.25, 0.75],
+               [0.  , 1.  ]])
+    """
     i0, i1, l0, l1 = linear_source_taps(size, factor, dtype)
     a = np.zeros((size * factor, size), dtype=np.dtype(dtype))
     rows = np.arange(size * factor)
@@ -1148,14 +1640,43 @@ def linear_interpolation_matrix(size: int, factor: int, dtype: Any) -> np.ndarra
 
 
 def upsample_bilinear2d(x: np.ndarray, a_h: np.ndarray, a_w: np.ndarray) -> np.ndarray:
-    """``y[n, c] = A_h @ x[n, c] @ A_w^T``: the width axis as one matrix product, then the height axis."""
+    """``y[n, c] = A_h @ x[n, c] @ A_w^T``: the width axis as one matrix product, then the height axis.
+
+    Args:
+        x: the input, (N, C, H, W).
+        a_h: :func:`linear_interpolation_matrix` for the height, (H*fh, H).
+        a_w: the same for the width, (W*fw, W).
+
+    Returns:
+        ``y``, (N, C, H*fh, W*fw).
+
+    Example:
+        >>> a_h, a_w = linear_interpolation_matrix(1, 2, np.float64), linear_interpolation_matrix(2, 2, np.float64)
+        >>> upsample_bilinear2d(np.array([[[[0.0, 1.0]]]]), a_h, a_w)[0, 0]
+        array([[0.  , 0.25, 0.75, 1.  ],
+               [0.  , 0.25, 0.75, 1.  ]])
+    """
     n, c, h, w = x.shape
     t = (x.reshape(n * c * h, w) @ a_w.T).reshape(n * c, h, a_w.shape[0])
     return np.matmul(a_h, t).reshape(n, c, a_h.shape[0], a_w.shape[0])
 
 
 def upsample_bilinear2d_backward(dy: np.ndarray, a_h: np.ndarray, a_w: np.ndarray) -> np.ndarray:
-    """Adjoint of :func:`upsample_bilinear2d`: ``dx[n, c] = A_h^T @ dy[n, c] @ A_w``."""
+    """Adjoint of :func:`upsample_bilinear2d`: ``dx[n, c] = A_h^T @ dy[n, c] @ A_w``.
+
+    Args:
+        dy: ``dL/dy``, (N, C, H*fh, W*fw).
+        a_h: the height matrix, (H*fh, H).
+        a_w: the width matrix, (W*fw, W).
+
+    Returns:
+        ``dx``, (N, C, H, W).
+
+    Example:
+        >>> a_h, a_w = linear_interpolation_matrix(1, 2, np.float64), linear_interpolation_matrix(2, 2, np.float64)
+        >>> upsample_bilinear2d_backward(np.ones((1, 1, 2, 4)), a_h, a_w)[0, 0]
+        array([[4., 4.]])
+    """
     n, c, oh, ow = dy.shape
     t = (dy.reshape(n * c * oh, ow) @ a_w).reshape(n * c, oh, a_w.shape[1])
     return np.matmul(a_h.T, t).reshape(n, c, a_h.shape[1], a_w.shape[1])
@@ -1163,7 +1684,20 @@ def upsample_bilinear2d_backward(dy: np.ndarray, a_h: np.ndarray, a_w: np.ndarra
 
 def upsample_bilinear2d_reference(x: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
     """The 4-tap formula, as torch's CPU kernel writes it:
-    ``y = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])``."""
+    ``y = l0h (l0w x[h0, w0] + l1w x[h0, w1]) + l1h (l0w x[h1, w0] + l1w x[h1, w1])``.
+
+    Args:
+        x: the input, (N, C, H, W).
+        factors: ``(fh, fw)``, positive ints.
+
+    Returns:
+        ``y``, (N, C, H*fh, W*fw); tests hold :func:`upsample_bilinear2d` against it.
+
+    Example:
+        >>> upsample_bilinear2d_reference(np.array([[[[0.0, 1.0]]]]), (2, 2))[0, 0]
+        array([[0.  , 0.25, 0.75, 1.  ],
+               [0.  , 0.25, 0.75, 1.  ]])
+    """
     h, w = x.shape[-2:]
     h0, h1, l0h, l1h = linear_source_taps(h, factors[0], x.dtype)
     w0, w1, l0w, l1w = linear_source_taps(w, factors[1], x.dtype)
@@ -1191,6 +1725,24 @@ def channel_blocks(x: np.ndarray, axis: int = 1, min_run: int = 1) -> tuple[np.n
     ``None`` when no such view exists (a non-contiguous slice, a broadcast) or when the runs are
     shorter than ``min_run``. E.g. a (N, C, H, W) batch-innermost view of a (C, H, W, N) buffer
     gives (1, C, H*W*N); a C-contiguous (N, C, H, W) array gives (N, C, H*W).
+
+    Args:
+        x: an array with at least 2 axes.
+        axis: the channel axis.
+        min_run: the shortest contiguous run ``B`` accepted.
+
+    Returns:
+        ``(v, perm)``, or None.
+
+    Example:
+        >>> v, perm = channel_blocks(np.zeros((2, 3, 4, 5)))
+        >>> v.shape, perm
+        ((2, 3, 20), (0, 1, 2, 3))
+        >>> v, perm = channel_blocks(np.zeros((3, 4, 5, 2)).transpose(3, 0, 1, 2))  # batch innermost
+        >>> v.shape, perm
+        ((1, 3, 40), (1, 2, 3, 0))
+        >>> channel_blocks(np.zeros((2, 3, 4, 5))[:, :, ::2]) is None
+        True
     """
     if x.ndim < 2 or x.size == 0:
         return None
@@ -1206,7 +1758,19 @@ def channel_blocks(x: np.ndarray, axis: int = 1, min_run: int = 1) -> tuple[np.n
 
 
 def from_channel_blocks(v: np.ndarray, like: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
-    """The inverse of :func:`channel_blocks`: ``v`` (A, C, B) as an array shaped and laid out like ``like``."""
+    """The inverse of :func:`channel_blocks`: ``v`` (A, C, B) as an array shaped and laid out like ``like``.
+
+    Args:
+        v: an (A, C, B) array, e.g. a result computed on :func:`channel_blocks`'s view.
+        like: the array ``v`` came from (its shape and layout are used).
+        perm: the ``perm`` :func:`channel_blocks` returned.
+
+    Example:
+        >>> x = np.arange(24.0).reshape(2, 3, 4)
+        >>> v, perm = channel_blocks(x)
+        >>> bool((from_channel_blocks(2 * v, x, perm) == 2 * x).all())
+        True
+    """
     return v.reshape([like.shape[i] for i in perm]).transpose(np.argsort(perm))
 
 
@@ -1229,6 +1793,22 @@ def batch_norm_train_forward(
     ``v``, ``sq_sum = sum((x - mean)^2)`` per channel (two passes over the cached chunk, as
     ``neurons.BatchNormalization``'s reference path), or ``None`` when a sum is not finite (values
     near the float limit: the caller falls back to its exact slow path).
+
+    Args:
+        v: the input as (A, C, B) blocks (see :func:`channel_blocks`).
+        gamma: the scale, (C,).
+        beta: the shift, (C,).
+        eps: added to the variance.
+        m: the number of samples per channel, ``A * B``.
+
+    Example:
+        >>> x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]])  # (N=2, C=1, 2)
+        >>> v, perm = channel_blocks(x)
+        >>> y, x_hat, mean, sq_sum, inv_std = batch_norm_train_forward(v, np.ones(1), np.zeros(1), 0.0, 4)
+        >>> mean, sq_sum
+        (array([4.]), array([20.]))
+        >>> from_channel_blocks(y, x, perm).ravel().round(4)
+        array([-1.3416, -0.4472,  0.4472,  1.3416])
     """
     c = v.shape[1]
     y, x_hat = np.empty(v.shape, v.dtype), np.empty(v.shape, v.dtype)
@@ -1259,6 +1839,23 @@ def batch_norm_train_backward(
     ``d_beta = sum(dy)``, ``d_gamma = sum(dy * x_hat)`` per channel and
     ``dx = scale * (dy - d_beta / m - x_hat * d_gamma / m)`` with ``scale = gamma / sqrt(var + eps)``,
     channel chunk by chunk (the reductions and dx of a chunk while it is cached).
+
+    Args:
+        dy: ``dL/dy`` as (A, C, B) blocks, laid out as ``x_hat``.
+        x_hat: the normalised input from :func:`batch_norm_train_forward`, (A, C, B).
+        scale: ``gamma * inv_std`` per channel, (C,).
+        m: the number of samples per channel, ``A * B``.
+
+    Returns:
+        ``dx`` (A, C, B), ``d_beta`` (C,) and ``d_gamma`` (C,).
+
+    Example:
+        >>> x = np.array([[[1.0, 3.0]], [[5.0, 7.0]]])
+        >>> v, perm = channel_blocks(x)
+        >>> y, x_hat, mean, sq_sum, inv_std = batch_norm_train_forward(v, np.ones(1), np.zeros(1), 0.0, 4)
+        >>> dx, d_beta, d_gamma = batch_norm_train_backward(np.ones_like(v), x_hat, inv_std, 4)
+        >>> d_beta, bool(np.allclose(dx, 0))  # a constant dL/dy has no effect through the normalisation
+        (array([4.]), True)
     """
     c = dy.shape[1]
     dx = np.empty(dy.shape, dy.dtype)
