@@ -75,6 +75,20 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     """Allow :func:`load_model` to rebuild layers of your own class (usable as a decorator).
 
     The class must rebuild itself from ``cls(**layer.get_config())``.
+
+    Args:
+        cls: a :class:`~nn_from_scratch.interfaces.Layer` subclass; its name must not be taken by
+            another registered class.
+
+    Returns:
+        ``cls`` itself, now in :data:`LAYERS`.
+
+    Example:
+        >>> @register_layer
+        ... class MyReLU(ReLU):
+        ...     pass
+        >>> LAYERS["MyReLU"] is MyReLU
+        True
     """
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise TypeError(f"register_layer: expected a Layer subclass, got {cls!r}")
@@ -93,6 +107,10 @@ def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
     state (``state_for(param)``) is saved as it is for the built-in optimizers: arrays shaped
     as their parameter, and integer counters (e.g. a step count, ``1 <= step <= iterations``).
 
+    Args:
+        cls: an :class:`~nn_from_scratch.interfaces.Optimizer` subclass; its name must not be taken
+            by another registered class.
+
     Example:
         >>> @register_optimizer
         ... class SignSGD(Optimizer):
@@ -109,7 +127,22 @@ def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
 
 
 def register_model(cls: type) -> type:
-    """Let :func:`load_model` rebuild models of this class (``cls.from_config(layers, structure, ...)``)."""
+    """Let :func:`load_model` rebuild models of this class (``cls.from_config(layers, structure, ...)``).
+
+    Args:
+        cls: the model class (it provides ``from_config``); its name must not be taken by another
+            registered class.
+
+    Returns:
+        ``cls`` itself, now in :data:`MODELS`.
+
+    Example:
+        >>> @register_model
+        ... class MySequential(Sequential):
+        ...     pass
+        >>> MODELS["MySequential"] is MySequential
+        True
+    """
     existing = MODELS.get(cls.__name__)
     if existing is not None and existing is not cls:
         raise ValueError(f"register_model: another model class is already registered as {cls.__name__!r}")
@@ -185,7 +218,22 @@ def _check_registered(obj: Any, registry: dict[str, type], what: str) -> None:
 
 
 def model_to_tensors(model: Any, include_optimizer: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors and metadata :func:`save_model` writes."""
+    """The tensors and metadata :func:`save_model` writes.
+
+    Args:
+        model: a built ``Sequential`` or graph ``Model``.
+        include_optimizer: also save the optimizer's per-parameter state (Adam's moments ...).
+
+    Returns:
+        ``(tensors, metadata)``: arrays by name (``layers.{i}.params.W`` ...) and the string
+        metadata (``format``, ``format_version``, ``architecture``, ``sha256``).
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> tensors, metadata = model_to_tensors(model)
+        >>> sorted(tensors), sorted(metadata)
+        (['layers.0.params.W'], ['architecture', 'format', 'format_version', 'sha256'])
+    """
     if not model.built:
         raise ValueError(
             "save: the model is not built, so it has no weights yet; pass input_shape=... or call it on a batch first"
@@ -346,6 +394,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     that is replaced keeps its mode. The temporary file sits next to the target (a rename across
     file systems would not be atomic) under a name that fits the name limit; leftovers of
     saves killed earlier (SIGKILL, power loss) are removed by the next save to the same path.
+
+    Args:
+        path: the file to write (created or replaced).
+        data: its new contents.
+
+    Example:
+        >>> atomic_write_bytes("notes.txt", b"hello")             # doctest: +SKIP
+        >>> open("notes.txt", "rb").read()                         # doctest: +SKIP
+        b'hello'
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -385,6 +442,18 @@ def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     header padded with spaces to a multiple of 8 bytes), but the header's keys are always in the
     same order -- the package writes its metadata map in a per-process random order -- so the
     same model always gives the same bytes (save -> load -> save is byte-identical).
+
+    Args:
+        tensors: the arrays by name (any shapes; C-contiguous copies are written).
+        metadata: string keys and string values, stored in the header's ``__metadata__``.
+
+    Returns:
+        The bytes of a ``.safetensors`` file.
+
+    Example:
+        >>> data = encode({"w": np.zeros(2, np.float32)}, {"note": "demo"})
+        >>> data == encode({"w": np.zeros(2, np.float32)}, {"note": "demo"})
+        True
     """
     header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
     chunks, offset = [], 0
@@ -404,7 +473,19 @@ def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
 
 
 def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = True) -> None:
-    """Write ``model`` to ``path`` as one safetensors file (see the module docstring), atomically."""
+    """Write ``model`` to ``path`` as one safetensors file (see the module docstring), atomically.
+
+    Args:
+        model: a built ``Sequential`` or graph ``Model``.
+        path: the file to write, conventionally ``*.safetensors``.
+        include_optimizer: also save the optimizer's state, so that training resumes exactly.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> save_model(model, "model.safetensors")                # doctest: +SKIP
+        >>> load_model("model.safetensors").predict(np.ones((2, 4))).shape   # doctest: +SKIP
+        (2, 3)
+    """
     tensors, metadata = model_to_tensors(model, include_optimizer)
     atomic_write_bytes(path, encode(tensors, metadata))
 
@@ -727,6 +808,20 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     :func:`save_model`: not a regular file, not safetensors, truncated, foreign metadata,
     corrupt payload, or an architecture whose fields are not what :func:`save_model` writes.
     Nothing but the file's own bytes is allocated (its tensors are views of them).
+
+    Args:
+        path: a file written by :func:`save_model`.
+
+    Returns:
+        ``(architecture, tensors)``: the decoded architecture (``class``, ``layers``, ``loss``,
+        ``optimizer``, ``input_shape`` ...) and the arrays by name.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> save_model(model, "model.safetensors")                # doctest: +SKIP
+        >>> architecture, tensors = read_model_file("model.safetensors")   # doctest: +SKIP
+        >>> architecture["class"], sorted(tensors)                 # doctest: +SKIP
+        ('Sequential', ['layers.0.params.W'])
     """
     _safetensors()  # the same dependency as saving, for a clear message when it is missing
     path = os.fspath(path)
@@ -840,6 +935,19 @@ def load_model(path: str | os.PathLike) -> Any:
     Every field is checked before anything is built, and layers take their weights from the
     file (never drawing ones of the size a config declares); any problem raises
     :class:`ModelFileError`.
+
+    Args:
+        path: a file written by :func:`save_model` / ``model.save``.
+
+    Returns:
+        The model (``Sequential`` or graph ``Model``), built.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> model.save("model.safetensors")                       # doctest: +SKIP
+        >>> same = load_model("model.safetensors")                 # doctest: +SKIP
+        >>> bool(np.array_equal(same.predict(np.ones((2, 4))), model.predict(np.ones((2, 4)))))  # doctest: +SKIP
+        True
     """
     path = os.fspath(path)
     return _rebuild(*read_model_file(path), path)
@@ -847,7 +955,22 @@ def load_model(path: str | os.PathLike) -> Any:
 
 def load_model_bytes(data: bytes | bytearray, name: str = "<bytes>") -> Any:
     """:func:`load_model` for the contents of a model file held in memory (``name`` appears in
-    the error messages). The same checks; any problem raises :class:`ModelFileError`."""
+    the error messages). The same checks; any problem raises :class:`ModelFileError`.
+
+    Args:
+        data: the bytes of a model file.
+        name: what error messages call it.
+
+    Returns:
+        The model, as :func:`load_model` returns it.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> tensors, metadata = model_to_tensors(model)
+        >>> same = load_model_bytes(encode(tensors, metadata))
+        >>> same.predict(np.ones((2, 4), dtype=np.float32)).shape
+        (2, 3)
+    """
     _safetensors()
     return _rebuild(*_verify(*_parse_container(bytearray(data), name), name), name)
 
@@ -976,6 +1099,18 @@ def load_weights(model: Any, path: str | os.PathLike) -> None:
     the layer, the array, the expected and the stored shape. An unbuilt model is built for the
     input shape stored in the file only once a twin has shown that the weights fit; otherwise
     it stays unbuilt.
+
+    Args:
+        model: a model with the file's architecture (built or not).
+        path: a file written by :func:`save_model`.
+
+    Example:
+        >>> model = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=0)
+        >>> model.save("model.safetensors")                       # doctest: +SKIP
+        >>> other = Sequential([Linear(output_dim=3), ReLU()], input_shape=(4,), seed=1)
+        >>> load_weights(other, "model.safetensors")               # doctest: +SKIP
+        >>> bool(np.array_equal(other.layers[0].W, model.layers[0].W))   # doctest: +SKIP
+        True
     """
     path = os.fspath(path)
     architecture, tensors = read_model_file(path)
