@@ -278,6 +278,26 @@ class Recipe:
     ``label_smoothing`` goes to :class:`~nn_from_scratch.losses.SoftMaxLoss`; ``crop_padding``
     and ``flip`` to :class:`~nn_from_scratch.augment.RandomCropFlip` (no augmentation when
     both are off). ``dataset`` is the default of ``--dataset``.
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: samples per step.
+        lr: the (peak) learning rate.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        schedule: ``"constant"`` or ``"cosine"``.
+        preprocessing: ``"scale"`` or ``"standardize"`` (see :func:`preprocess_images`).
+        momentum: SGD's momentum.
+        nesterov: SGD's Nesterov momentum.
+        weight_decay: SGD's (L2) weight decay.
+        warmup_epochs: epochs of linear warm-up before the cosine.
+        label_smoothing: the loss's label smoothing.
+        crop_padding: pixels of padding for random crops (0: none).
+        flip: random horizontal flips.
+        dataset: the default dataset, e.g. ``"mnist"``.
+
+    Example:
+        >>> RECIPES["lenet"].optimizer, RECIPES["lenet"].lr, RECIPES["lenet"].epochs
+        ('adam', 0.004, 3)
     """
 
     epochs: int

@@ -68,6 +68,21 @@ DEFAULT_TOLERANCES: dict[np.dtype, float] = {np.dtype(np.float64): 1e-10, np.dty
 
 
 def default_tolerance(dtype: Any) -> float:
+    """The relative tolerance :func:`compare` uses by default for ``dtype``.
+
+    Args:
+        dtype: ``float32`` (``1e-5``) or ``float64`` (``1e-10``).
+
+    Returns:
+        The tolerance.
+
+    Raises:
+        ValueError: any other dtype.
+
+    Example:
+        >>> default_tolerance(np.float32), default_tolerance("float64")
+        (1e-05, 1e-10)
+    """
     dtype = np.dtype(dtype)
     if dtype not in DEFAULT_TOLERANCES:
         raise ValueError(f"compare: dtype must be float32 or float64, got {dtype}")
@@ -76,7 +91,19 @@ def default_tolerance(dtype: Any) -> float:
 
 @dataclass(frozen=True)
 class ErrorStat:
-    """``max |ours - ref|`` and that divided by ``max |ref|`` (0 when both are all zeros)."""
+    """``max |ours - ref|`` and that divided by ``max |ref|`` (0 when both are all zeros).
+
+    Build one with :meth:`ErrorStat.of`.
+
+    Args:
+        max_abs: ``max |ours - ref|`` over the tensor.
+        max_rel: ``max_abs / max |ref|``.
+
+    Example:
+        >>> stat = ErrorStat.of(np.array([1.0, 2.0]), np.array([1.0, 2.5]))
+        >>> stat, stat.ok(1e-5)
+        (ErrorStat(max_abs=0.5, max_rel=0.2), False)
+    """
 
     max_abs: float
     max_rel: float
@@ -102,7 +129,23 @@ class ErrorStat:
 
 @dataclass
 class LayerComparison:
-    """One row of the report: one layer (or the loss, ``index == len(layers)``)."""
+    """One row of the report: one layer (or the loss, ``index == len(layers)``).
+
+    Args:
+        index: the layer's position (``len(layers)`` for the loss).
+        name: the layer's label.
+        layer: the layer itself (``None`` for the loss).
+        output: the error of the layer's output.
+        input_grad: the error of ``dL/dx`` (``None`` when not computed).
+        param_grads: parameter name -> error of its gradient.
+        input_grads: for a merge node of a graph model, the error of each input's ``dL/dx``.
+
+    Example:
+        >>> row = LayerComparison(0, "Linear", None, output=ErrorStat(0.0, 0.0), input_grad=ErrorStat(2e-11, 1e-11),
+        ...                       param_grads={"W": ErrorStat(1e-6, 1e-6)})
+        >>> row.label, row.forward_ok(1e-10), row.backward_ok(1e-10)
+        ('0 Linear', True, False)
+    """
 
     index: int
     name: str
@@ -135,7 +178,24 @@ class LayerComparison:
 
 @dataclass
 class ComparisonReport:
-    """What :func:`compare` found. ``str(report)`` is a table; ``report.ok`` the verdict."""
+    """What :func:`compare` found. ``str(report)`` is a table; ``report.ok`` the verdict.
+
+    Args:
+        reference: ``"torch"`` or ``"keras"``.
+        dtype: the dtype both sides ran in.
+        tol: the relative tolerance a tensor must meet.
+        rows: one :class:`LayerComparison` per layer, then one for the loss.
+        loss_ours: our loss value.
+        loss_reference: the reference's loss value.
+        notes: extra lines printed under the table.
+        mode: ``"local"`` or ``"end_to_end"`` (see the module docstring).
+
+    Example:
+        >>> row = LayerComparison(0, "Linear", None, output=ErrorStat(1e-12, 1e-12), input_grad=ErrorStat(0.0, 0.0))
+        >>> report = ComparisonReport("torch", np.dtype(np.float64), 1e-10, [row], loss_ours=0.5, loss_reference=0.5)
+        >>> report.ok, report.max_rel_error
+        (True, 1e-12)
+    """
 
     reference: str
     dtype: np.dtype
@@ -210,6 +270,19 @@ def as_dtype(layers: Sequence[Layer], dtype: Any) -> Iterator[None]:
 
     Parameters, gradients and floating buffers are replaced by cast copies (the originals are
     untouched, and put back, so optimizer state keyed by the arrays stays valid).
+
+    Args:
+        layers: the layers to cast (neurons' parameters, gradients and floating buffers).
+        dtype: ``float32`` or ``float64``.
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(input_dim=2, output_dim=1)
+        >>> with as_dtype([layer], np.float64):
+        ...     print(layer.W.dtype)
+        float64
+        >>> layer.W.dtype
+        dtype('float32')
     """
     dtype = np.dtype(dtype)
     saved = []

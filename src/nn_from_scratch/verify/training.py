@@ -25,7 +25,20 @@ from .compare import ErrorStat, _stochastic, as_dtype
 
 @dataclass
 class TrainingComparison:
-    """Per-step losses of both sides and the weight differences after the last step."""
+    """Per-step losses of both sides and the weight differences after the last step.
+
+    Args:
+        reference: ``"torch"`` or ``"keras"``.
+        dtype: the dtype both sides trained in.
+        losses: our loss at each step, shape ``(steps,)``.
+        reference_losses: the reference's loss at each step, shape ``(steps,)``.
+        weight_errors: ``"layer i (Class).name"`` -> the error of that parameter or buffer after the last step.
+
+    Example:
+        >>> result = TrainingComparison("torch", np.dtype(np.float64), np.array([2.0, 1.5]), np.array([2.0, 1.5]))
+        >>> result.max_loss_rel_error, result.max_weight_rel_error
+        (0.0, 0.0)
+    """
 
     reference: str
     dtype: np.dtype
