@@ -22,7 +22,18 @@ Out = Callable[[str], Any]
 
 
 class UsageError(Exception):
-    """A bad path or argument: the command line prints its message in one line and exits with 2."""
+    """A bad path or argument: the command line prints its message in one line and exits with 2.
+
+    Args:
+        *args: the message, e.g. ``"cannot load model 'm.safetensors': no such file"``.
+
+    Example:
+        >>> try:
+        ...     load("no-such-model.safetensors")
+        ... except UsageError as error:
+        ...     print(error)
+        cannot load model 'no-such-model.safetensors': no such file
+    """
 
 
 def load(path: str) -> Any:
