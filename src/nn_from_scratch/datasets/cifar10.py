@@ -42,6 +42,10 @@ RECORD = 1 + 3 * 32 * 32
 def read_batch(data: bytes, name: str = "batch") -> tuple[np.ndarray, np.ndarray]:
     """The images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` uint8 of one ``.bin`` batch file.
 
+    Args:
+        data: the file's bytes: ``N`` records of 3,073 bytes (a label, then 3x32x32 pixels).
+        name: what error messages call the file.
+
     Raises:
         DatasetFileError: a size that is not a whole number of 3,073-byte records, or a label
             outside 0-9; the message names the file.
@@ -126,6 +130,11 @@ def load_data(
         FileNotFoundError: no archive or files where they were looked for (and ``download=False``).
         DatasetFileError: a damaged archive or batch file (``ChecksumError`` for a wrong MD5).
         DownloadError: every mirror failed.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load_data(download=True)     # doctest: +SKIP
+        >>> x_train.shape, y_train.shape, x_test.shape                            # doctest: +SKIP
+        ((50000, 3, 32, 32), (50000, 1), (10000, 3, 32, 32))
     """
     if path is not None and download:
         raise ValueError("cifar10.load_data: give path or download=True, not both")

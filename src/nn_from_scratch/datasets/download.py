@@ -40,7 +40,17 @@ _CHUNK = 1 << 16
 
 
 class DownloadError(OSError):
-    """No mirror delivered a valid file. ``attempts`` holds ``(url, reason)`` for each try."""
+    """No mirror delivered a valid file. ``attempts`` holds ``(url, reason)`` for each try.
+
+    Args:
+        filename: the file that could not be downloaded.
+        attempts: ``(url, reason)`` for each URL tried, in order.
+
+    Example:
+        >>> print(DownloadError("a.gz", [("https://example.org/a.gz", "HTTP 404")]))
+        could not download a.gz from any of 1 mirror(s):
+          https://example.org/a.gz: HTTP 404
+    """
 
     def __init__(self, filename: str, attempts: Sequence[tuple[str, str]]) -> None:
         self.filename = filename
@@ -57,6 +67,13 @@ def default_cache_dir() -> Path:
 
     ``$NN_FROM_SCRATCH_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/nn_from_scratch``, else
     ``~/.cache/nn_from_scratch``. Each dataset uses a subdirectory of it.
+
+    Returns:
+        The directory (not created here).
+
+    Example:
+        >>> default_cache_dir().name     # with NN_FROM_SCRATCH_CACHE_DIR unset  # doctest: +SKIP
+        'nn_from_scratch'
     """
     configured = os.environ.get(CACHE_ENV_VAR)
     if configured:
@@ -91,6 +108,16 @@ def fetch(
     Raises:
         DownloadError: no URL gave a file that passed ``validate``; lists each URL's failure.
         ValueError: ``urls`` is empty or holds an unsupported scheme.
+
+    Returns:
+        ``destination`` as a ``Path``, holding the validated file.
+
+    Example:
+        >>> import tempfile
+        >>> src = Path(tempfile.mkdtemp()) / "a.txt"
+        >>> _ = src.write_text("hello")
+        >>> fetch([src.as_uri()], src.with_name("copy.txt"), validate=lambda p: None).read_text()
+        'hello'
     """
     if not urls:
         raise ValueError("fetch: no mirror URLs given")

@@ -54,7 +54,12 @@ CACHE_SUBDIR = "fashion_mnist"
 
 
 def bundled_dir() -> Path:
-    """The directory of the Fashion-MNIST files that ship with the package."""
+    """The directory of the Fashion-MNIST files that ship with the package.
+
+    Example:
+        >>> sorted(p.name for p in bundled_dir().glob("*.gz"))[:2]
+        ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz']
+    """
     return Path(__file__).resolve().parent / "data" / "fashion_mnist"
 
 
@@ -81,6 +86,19 @@ def load_data(
     ``download=True``, the cache ``<cache_dir>/fashion_mnist`` filled from ``mirrors``
     (default :data:`MIRRORS`), where a damaged file is replaced only by a verified download.
 
+    Args:
+        path: a directory holding the four IDX files; ``None`` for the bundled copy (or, with
+            ``download=True``, the cache).
+        download: fetch missing or damaged files from the mirrors.
+        cache_dir: root of the download cache, used with ``download=True`` and no ``path``; the
+            files go in its ``fashion_mnist`` subdirectory.
+        mirrors: base URLs, each serving ``<base><name>.gz``; default :data:`MIRRORS`.
+        timeout: seconds to wait for each connection and read when downloading.
+        deadline: seconds one mirror may take for a whole file.
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``.
+
     Raises:
         FileNotFoundError: a file is missing and ``download`` is false.
         IDXFormatError: a file is corrupt or truncated. The message names the file.
@@ -88,6 +106,11 @@ def load_data(
         DownloadError: no mirror gave a valid copy of a file; lists what each mirror did.
         ValueError: ``cache_dir`` or ``mirrors`` given without ``download=True``, or
             ``cache_dir`` together with ``path``.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load_data()
+        >>> x_train.shape, x_train.dtype, y_train[:5].tolist()
+        ((60000, 28, 28), dtype('uint8'), [9, 0, 0, 3, 0])
     """
     return _DATASET.load_data(
         path, download=download, cache_dir=cache_dir, mirrors=mirrors, timeout=timeout, deadline=deadline,

@@ -57,15 +57,48 @@ _READ_CHUNK = 1 << 20
 
 
 class DatasetFileError(ValueError):
-    """A dataset file is damaged or is not the file expected. Names the file."""
+    """A dataset file is damaged or is not the file expected. Names the file.
+
+    Args:
+        *args: the message (``ValueError``'s arguments); it names the file.
+
+    Example:
+        >>> try:
+        ...     read_idx_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8]), name="labels")
+        ... except DatasetFileError as err:
+        ...     print(type(err).__name__)
+        IDXFormatError
+    """
 
 
 class IDXFormatError(DatasetFileError):
-    """The file is not a valid (optionally gzipped) IDX file."""
+    """The file is not a valid (optionally gzipped) IDX file.
+
+    Args:
+        *args: the message (``ValueError``'s arguments); it names the file.
+
+    Example:
+        >>> try:
+        ...     read_idx_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8]), name="labels")    # 2 of the 3 payload bytes
+        ... except IDXFormatError as err:
+        ...     print(err)
+        labels: truncated payload: the header promises shape (3,) of uint8 (3 bytes), found only 2 bytes
+    """
 
 
 class ChecksumError(DatasetFileError):
-    """The file is a valid IDX file, but its sha256 is not the expected one."""
+    """The file is a valid IDX file, but its sha256 is not the expected one.
+
+    Args:
+        *args: the message (``ValueError``'s arguments); it names the file.
+
+    Example:
+        >>> try:
+        ...     read_idx_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]), sha256="0" * 64, name="labels")
+        ... except ChecksumError as err:
+        ...     print(err)
+        labels: sha256 mismatch: the uncompressed data has sha256 e660eb3c...6a9, expected 000...000; the file is corrupt or not the expected one
+    """
 
 
 def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> np.ndarray:
@@ -90,6 +123,10 @@ def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> np.ndar
     file has (or, gzipped, more than its compressed size can inflate to at deflate's maximum
     ratio of 1032:1) is refused before any payload is read, and no more than the header's
     payload (plus one byte, to detect trailing data) is ever decompressed.
+
+    Example:
+        >>> read_idx("t10k-labels-idx1-ubyte.gz")[:5]          # MNIST's test labels  # doctest: +SKIP
+        array([7, 2, 1, 0, 4], dtype=uint8)
     """
     path = Path(path)
     with open(path, "rb") as raw:
@@ -103,6 +140,19 @@ def read_idx_bytes(data: bytes, sha256: str | None = None, *, gzipped: bool | No
 
     ``name`` stands for the file in error messages. Raises only :class:`IDXFormatError` and
     :class:`ChecksumError` (both :class:`DatasetFileError`, a ``ValueError``).
+
+    Args:
+        data: the file's bytes, raw or gzipped.
+        sha256: the expected hex sha256 of the uncompressed bytes, or ``None`` to skip the check.
+        gzipped: whether ``data`` is gzipped; ``None`` decides from the first two bytes.
+        name: what error messages call the file.
+
+    Returns:
+        An array of the header's shape, as :func:`read_idx` returns it.
+
+    Example:
+        >>> read_idx_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))   # uint8, 1-d, 3 items
+        array([7, 8, 9], dtype=uint8)
     """
     data = bytes(data)
     if gzipped is None:

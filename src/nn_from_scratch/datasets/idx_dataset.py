@@ -41,6 +41,13 @@ class IDXDataset:
         mirrors: base URLs, each serving ``<base><name>.gz``, tried in order.
         cache_subdir: the dataset's directory under the download cache.
         bundled: the directory of the copy shipped with the package.
+
+    Example:
+        >>> from nn_from_scratch.datasets import mnist
+        >>> dataset = IDXDataset("MNIST", mnist.FILES, mnist.SHA256, mnist.MIRRORS, "mnist", mnist.bundled_dir())
+        >>> (x_train, y_train), (x_test, y_test) = dataset.load_data()
+        >>> x_train.shape, y_test.shape
+        ((60000, 28, 28), (10000,))
     """
 
     title: str

@@ -48,7 +48,12 @@ CACHE_SUBDIR = "mnist"
 
 
 def bundled_dir() -> Path:
-    """The directory of the MNIST files that ship with the package."""
+    """The directory of the MNIST files that ship with the package.
+
+    Example:
+        >>> sorted(p.name for p in bundled_dir().glob("*.gz"))[:2]
+        ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz']
+    """
     return Path(__file__).resolve().parent / "data" / "mnist"
 
 
@@ -105,6 +110,11 @@ def load_data(
         DownloadError: no mirror gave a valid copy of a file; lists what each mirror did.
         ValueError: ``cache_dir`` or ``mirrors`` given without ``download=True``, or
             ``cache_dir`` together with ``path``.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load_data()
+        >>> x_train.shape, x_train.dtype, y_train[:5].tolist()
+        ((60000, 28, 28), dtype('uint8'), [5, 0, 4, 1, 9])
     """
     return _DATASET.load_data(
         path, download=download, cache_dir=cache_dir, mirrors=mirrors, timeout=timeout, deadline=deadline,
