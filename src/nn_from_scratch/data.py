@@ -27,6 +27,23 @@ def sample_weights(y: np.ndarray, sample_weight: Any = None, class_weight: Mappi
     """Per-sample weights ``sample_weight[n] * class_weight[class of n]`` (Keras' rule), or None.
 
     Classes are read from integer labels ``(N,)`` / ``(N, 1)`` or one-hot rows (their arg-max).
+
+    Args:
+        y: the targets, (N,) / (N, 1) integer classes or (N, K) one-hot.
+        sample_weight: per-sample weights, (N,), or None.
+        class_weight: ``{class: weight}``, or None.
+        who: the caller's name for error messages.
+
+    Returns:
+        The weights, (N,), or None when neither is given.
+
+    Example:
+        >>> sample_weights(np.array([0, 1, 1]), class_weight={0: 1.0, 1: 3.0})
+        array([1., 3., 3.])
+        >>> sample_weights(np.array([0, 1, 1]), sample_weight=np.array([1.0, 0.5, 2.0]), class_weight={0: 1.0, 1: 3.0})
+        array([1. , 1.5, 6. ])
+        >>> sample_weights(np.array([0, 1])) is None
+        True
     """
     n = len(y)
     weights = None
@@ -58,6 +75,11 @@ class ArrayBatches:
         batch_size: samples per batch; the last batch may be smaller (as Keras).
         shuffle: a fresh order every epoch, drawn from the generator passed to :meth:`epoch`.
         weights: per-sample weights ``(N,)`` or None.
+
+    Example:
+        >>> batches = ArrayBatches(np.arange(10.0)[:, None], np.arange(10), batch_size=4, shuffle=False)
+        >>> [yb.tolist() for xb, yb, wb in batches.epoch(np.random.default_rng(0))]
+        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
@@ -97,6 +119,17 @@ class IterableBatches:
     With it, each epoch takes that many batches from one running iterator, restarted when a
     re-iterable source (a list, a :class:`Dataset`) runs out; a generator that runs out stops
     training, as in Keras.
+
+    Args:
+        source: an iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches.
+        steps_per_epoch: batches per epoch, or None for one pass over ``source``.
+        who: the caller's name for error messages.
+
+    Example:
+        >>> source = [(np.zeros((2, 3)), np.array([0, 1])), (np.ones((1, 3)), np.array([2]))]
+        >>> batches = IterableBatches(source, steps_per_epoch=3)
+        >>> [yb.tolist() for xb, yb, wb in batches.epoch(np.random.default_rng(0))]
+        [[0, 1], [2], [0, 1]]
     """
 
     def __init__(self, source: Iterable[Any], steps_per_epoch: int | None = None, who: str = "fit") -> None:

@@ -35,7 +35,15 @@ Shape = tuple[int, ...]
 
 
 def is_int(value: Any) -> bool:
-    """True for a Python or NumPy integer (``bool`` excluded)."""
+    """True for a Python or NumPy integer (``bool`` excluded).
+
+    Args:
+        value: anything.
+
+    Example:
+        >>> is_int(3), is_int(np.int64(3)), is_int(True), is_int(3.0)
+        (True, True, False, False)
+    """
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -47,6 +55,25 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None, what: str = "
     extra leading axis is taken to include the batch size, which is dropped. Anything but a
     positive int or a sequence of them (a string, a float) is a ``TypeError`` / ``ValueError``
     naming ``who`` and ``what``.
+
+    Args:
+        shape: an int, a sequence of positive ints, or None.
+        expected_ndim: the per-sample rank; a shape one axis longer loses its first (batch) axis.
+        what: the argument's name, for error messages.
+        who: the layer's name, for error messages.
+
+    Returns:
+        The per-sample shape as a tuple of ints, or None for None.
+
+    Example:
+        >>> per_sample_shape((50, 1, 28, 28), expected_ndim=3)
+        (1, 28, 28)
+        >>> per_sample_shape(784)
+        (784,)
+        >>> per_sample_shape("28x28", what="input_shape", who="Conv2D")
+        Traceback (most recent call last):
+        ...
+        TypeError: Conv2D: input_shape must be a positive int or a tuple of them, got '28x28' (str)
     """
     if shape is None:
         return None
@@ -65,7 +92,23 @@ def per_sample_shape(shape: Any, expected_ndim: int | None = None, what: str = "
 
 def shape_hint(expected: Shape, got: tuple[int, ...]) -> str:
     """A hint for the two common shape mistakes, or ``""``: a sample without its batch axis, and
-    a channels-last image batch where this library expects channels first ``(N, C, H, W)``."""
+    a channels-last image batch where this library expects channels first ``(N, C, H, W)``.
+
+    Args:
+        expected: the per-sample shape the layer expects.
+        got: the shape of what it was given (with the batch axis).
+
+    Returns:
+        The hint (starting with `` -- ``), or ``""``.
+
+    Example:
+        >>> shape_hint((1, 28, 28), (1, 28, 28))
+        ' -- a single sample without its batch axis? Pass x[None] (a batch of one)'
+        >>> shape_hint((1, 28, 28), (64, 28, 28, 1))
+        ' -- a channels-last (N, H, W, C) batch? This library is channels-first (N, C, H, W): pass x.transpose(0, 3, 1, 2)'
+        >>> shape_hint((4,), (8, 5))
+        ''
+    """
     expected, got = tuple(expected), tuple(got)
     if got == expected:
         return " -- a single sample without its batch axis? Pass x[None] (a batch of one)"
@@ -76,7 +119,17 @@ def shape_hint(expected: Shape, got: tuple[int, ...]) -> str:
 
 
 def as_float(x: np.ndarray) -> np.ndarray:
-    """``x`` itself when it is floating point, else ``x`` as float64 (integer images, masks)."""
+    """``x`` itself when it is floating point, else ``x`` as float64 (integer images, masks).
+
+    Args:
+        x: an array.
+
+    Example:
+        >>> as_float(np.array([1, 2])).dtype
+        dtype('float64')
+        >>> as_float(np.ones(2, np.float32)).dtype
+        dtype('float32')
+    """
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
 
@@ -85,7 +138,28 @@ def check_hyperparameter(
     low_open: bool = False, high_open: bool = False,
 ) -> float:
     """``value`` as a finite float within the bounds, else a ``ValueError`` (``TypeError`` for a
-    non-number) naming ``who``, ``what`` and the value. Used by constructors (lr, eps, ...)."""
+    non-number) naming ``who``, ``what`` and the value. Used by constructors (lr, eps, ...).
+
+    Args:
+        value: the value given.
+        what: its name (``"lr"``).
+        who: the class it is for (``"SGD"``).
+        low: the lower bound, or None.
+        high: the upper bound, or None.
+        low_open: exclude ``low`` itself.
+        high_open: exclude ``high`` itself.
+
+    Returns:
+        ``value`` as a float.
+
+    Example:
+        >>> check_hyperparameter(0.1, "lr", "SGD", low=0.0, low_open=True)
+        0.1
+        >>> check_hyperparameter(0, "lr", "SGD", low=0.0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: SGD: lr must be a finite number > 0, got 0
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{who}: {what} must be a number, got {value!r} ({type(value).__name__})")
     number = float(value)
@@ -102,7 +176,22 @@ def check_hyperparameter(
 
 
 class Layer(ABC):
-    """Common base of nodes and neurons: shape inference, input checks and mode."""
+    """Common base of nodes and neurons: shape inference, input checks and mode.
+
+    Args:
+        name: the layer's name (default: the class name).
+
+    Example:
+        >>> from nn_from_scratch.nodes import ReLU
+        >>> layer = ReLU()
+        >>> layer.build((3,))
+        >>> layer.output_shape, layer.training
+        ((3,), True)
+        >>> layer.forward(np.array([[-1.0, 0.5, 2.0]]))
+        array([[0. , 0.5, 2. ]])
+        >>> layer.backward(np.ones((1, 3)))
+        array([[0., 1., 1.]])
+    """
 
     #: False for element-wise layers (activations, dropout): they take any shape on every call.
     fixed_input_shape = True
@@ -251,13 +340,34 @@ class Layer(ABC):
 
 
 class Node(Layer):
-    """A layer without trainable parameters."""
+    """A layer without trainable parameters.
+
+    Args:
+        name: the layer's name (default: the class name).
+
+    Example:
+        >>> from nn_from_scratch.nodes import ReLU
+        >>> isinstance(ReLU(), Node), ReLU().parameters()
+        (True, {})
+    """
 
 
 class NotBuiltError(AttributeError):
     """A parameter read before the layer has created it (its input shape is not known yet).
 
-    An ``AttributeError``, so ``getattr(layer, "W", None)`` still gives ``None``."""
+    An ``AttributeError``, so ``getattr(layer, "W", None)`` still gives ``None``.
+
+    Args:
+        *args: the message, as for any exception (it names the layer and parameter).
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(output_dim=2)
+        >>> getattr(layer, "W", None) is None
+        True
+        >>> isinstance(NotBuiltError("W"), AttributeError)
+        True
+    """
 
 
 class _Parameter:
@@ -298,6 +408,23 @@ class Neuron(Layer):
     notebook reads as ``layer._W_pd``); ``gradients()`` is the public way to read them. Each
     ``backward`` adds to it through :meth:`accumulate_gradient`, so a layer used twice before a
     ``zero_grad`` holds the sum of both gradients, as in torch.
+
+    Args:
+        name: the layer's name (default: the class name).
+        dtype: the dtype of its parameters (float32 by default).
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(input_dim=3, output_dim=2)
+        >>> list(layer.parameters()), layer.count_params()
+        (['W'], 8)
+        >>> y = layer.forward(np.ones((4, 3), np.float32))
+        >>> _ = layer.backward(np.ones((4, 2), np.float32))
+        >>> layer.gradients()["W"].shape
+        (4, 2)
+        >>> layer.zero_grad()
+        >>> layer.gradients()
+        {'W': None}
     """
 
     parameter_names: tuple[str, ...] = ("W",)
@@ -356,6 +483,22 @@ class Optimizer(ABC):
     so that their global L2 norm is at most ``clip_norm`` (as ``torch.nn.utils.clip_grad_norm_``
     does), then calls ``update`` once per parameter. Per-parameter state (momentum, Adam
     moments) is keyed by the parameter array itself, so it survives across steps.
+
+    Args:
+        lr: the learning rate, > 0.
+        clip_norm: the largest global L2 norm of the gradients, or None (no clipping).
+
+    Example:
+        >>> class PlainSGD(Optimizer):
+        ...     def update(self, param, grad):
+        ...         param -= self.lr * grad
+        >>> from nn_from_scratch.neurons import Linear
+        >>> layer = Linear(input_dim=1, output_dim=1, W=np.array([[1.0], [0.0]]))
+        >>> _ = layer.forward(np.ones((1, 1), np.float32))
+        >>> _ = layer.backward(np.ones((1, 1), np.float32))
+        >>> PlainSGD(lr=0.5).step([layer])
+        >>> layer.W.ravel()
+        array([ 0.5, -0.5], dtype=float32)
     """
 
     def __init__(self, lr: float, clip_norm: float | None = None) -> None:
@@ -501,6 +644,16 @@ class TrainableModel(Protocol):
 
     ``Sequential`` and the graph ``Model`` both satisfy it; so does any object with these
     members, which is how the loop stays independent of the classes that define models.
+
+    Args:
+        *args: none; a ``Protocol`` describes members and is not instantiated.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> model = Sequential([Linear(4, 3)])
+        >>> all(hasattr(model, m) for m in ("forward", "backward", "zero_grad", "ensure_built", "rng"))
+        True
     """
 
     name: str

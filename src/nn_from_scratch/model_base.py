@@ -31,6 +31,21 @@ class BaseModel:
     bit, after the same training at the same BLAS thread count (README, "Reliability"). A
     layer that already belongs to a model (it was trained, or loaded) or whose weights the
     user passed keeps its weights: only fresh layers are drawn.
+
+    Args:
+        loss: the loss (a :class:`~nn_from_scratch.losses.Loss`), or None until ``compile``.
+        optimizer: the optimizer, or None until ``compile``.
+        seed: the seed of the model's generator (None: the library's default generator).
+        name: the model's name (shown by ``summary``).
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> a = Sequential([Linear(4, 3)], seed=0)
+        >>> b = Sequential([Linear(4, 3)], seed=0)
+        >>> a.build((4,)); b.build((4,))
+        >>> isinstance(a, BaseModel), all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+        (True, True)
     """
 
     layers: list[Layer]
@@ -250,6 +265,18 @@ def display_names(layers: Sequence[Layer]) -> list[str]:
 
     A name the user gave is kept; the layers themselves are not renamed (their error messages
     keep the names the user knows).
+
+    Args:
+        layers: the model's layers, in order.
+
+    Returns:
+        One name per layer.
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.nodes import ReLU
+        >>> display_names([Linear(4, 3), ReLU(), Linear(3, 2, name="head"), ReLU()])
+        ['linear', 're_lu', 'head', 're_lu_1']
     """
     counts: dict[str, int] = {}
     names = []
@@ -265,6 +292,15 @@ def display_names(layers: Sequence[Layer]) -> list[str]:
 
 
 def shape_text(shape: Shape) -> str:
+    """A per-sample shape as the summary shows it, with ``None`` for the batch axis.
+
+    Args:
+        shape: a per-sample shape.
+
+    Example:
+        >>> shape_text((1, 28, 28))
+        '(None, 1, 28, 28)'
+    """
     return "(None, " + ", ".join(map(str, shape)) + ")"
 
 

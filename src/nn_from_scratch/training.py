@@ -42,7 +42,32 @@ def _require(model: TrainableModel, what: str, optimizer: bool = True) -> None:
 
 
 def check_xy(model: TrainableModel, x: Any, y: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` as arrays with the same number of samples, or a clear error."""
+    """``x`` and ``y`` as arrays with the same number of samples, or a clear error.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: the inputs, array-like, (N, ...).
+        y: the targets, array-like, (N, ...).
+        who: the caller's name for error messages (``"fit"``, ``"evaluate"``).
+
+    Returns:
+        ``(x, y)`` as NumPy arrays.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> xs, ys = check_xy(model, x.tolist(), y, "fit")
+        >>> xs.shape, ys.shape
+        ((8, 4), (8,))
+        >>> check_xy(model, x, y[:5], "fit")
+        Traceback (most recent call last):
+        ...
+        ValueError: Sequential.fit: x has 8 samples but y has 5
+    """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim < 1 or y.ndim < 1:
         raise ValueError(f"{type(model).__name__}.{who}: x and y must be batches (N, ...), got shapes {x.shape} and {y.shape}")
@@ -52,13 +77,49 @@ def check_xy(model: TrainableModel, x: Any, y: Any, who: str) -> tuple[np.ndarra
 
 
 def cast_batch(model: TrainableModel, x: np.ndarray) -> np.ndarray:
-    """``x`` in the model's floating type (a no-op when it already is)."""
+    """``x`` in the model's floating type (a no-op when it already is).
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: a batch, (N, ...).
+
+    Returns:
+        ``x`` cast to ``model.dtype``.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> model.build((4,))
+        >>> cast_batch(model, x).dtype
+        dtype('float32')
+    """
     dtype = model.dtype
     return x.astype(dtype) if dtype is not None and x.dtype != dtype else x
 
 
 def model_metrics(model: TrainableModel) -> list[metrics_module.Metric]:
-    """Fresh metrics for a pass: what ``compile(metrics=...)`` asked for, else the loss's default accuracy."""
+    """Fresh metrics for a pass: what ``compile(metrics=...)`` asked for, else the loss's default accuracy.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+
+    Returns:
+        A list of fresh :class:`~nn_from_scratch.metrics.Metric` objects.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> [type(m).__name__ for m in model_metrics(model)]
+        ['CategoricalAccuracy']
+    """
     specs = getattr(model, "metric_specs", None)
     if specs is None:
         return metrics_module.default_metrics(model.loss, model.output_shape)
@@ -71,6 +132,27 @@ def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray,
 
     Returns the batch loss and the model's output. A NaN/inf loss leaves the weights untouched.
     With ``sample_weight`` the loss is ``sum_n w_n l_n / N`` (Keras' ``sum_over_batch_size``).
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: a batch of inputs, (N, ...), already in the model's dtype.
+        y: the batch's targets, (N, ...).
+        sample_weight: per-sample weights, (N,), or None.
+
+    Returns:
+        ``(loss, output)``: the batch loss (a float) and the model's output, (N, ...).
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> model.build((4,))
+        >>> loss, out = train_batch(model, cast_batch(model, x), y)
+        >>> round(loss, 4), out.shape
+        (1.402, (8, 3))
     """
     # The forward pass updates buffers (batch norm's running statistics). They are put back when
     # the batch is not applied -- a NaN/inf loss, or an exception or Ctrl-C before the optimizer
@@ -107,6 +189,26 @@ def train_step(model: TrainableModel, x: Any, y: Any) -> float:
     """One forward, backward and optimizer step on a batch; returns the batch loss.
 
     A NaN or infinite loss raises :class:`TrainingDivergedError` before any weight changes.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: a batch of inputs, (N, ...).
+        y: the batch's targets, (N, ...).
+
+    Returns:
+        The batch loss, a float.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> round(train_step(model, x, y), 4)
+        1.402
+        >>> round(train_step(model, x, y), 4)  # one SGD step later
+        1.3795
     """
     _require(model, "train_step")
     x, y = check_xy(model, x, y, "train_step")
@@ -127,7 +229,33 @@ def _is_arrays(x: Any, y: Any) -> bool:
 
 def batch_source(model: TrainableModel, x: Any, y: Any, batch_size: int, shuffle: bool, sample_weight: Any,
                  class_weight: Any, steps_per_epoch: int | None, who: str) -> ArrayBatches | IterableBatches:
-    """Where a pass's batches come from: in-memory arrays, or an iterable of ``(x, y[, w])`` batches."""
+    """Where a pass's batches come from: in-memory arrays, or an iterable of ``(x, y[, w])`` batches.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: the inputs (an array), or an iterable of ``(x, y[, w])`` batches.
+        y: the targets, or None with an iterable.
+        batch_size: samples per batch (arrays only).
+        shuffle: a fresh order every epoch (arrays only).
+        sample_weight: per-sample weights, (N,), or None.
+        class_weight: ``{class: weight}``, or None.
+        steps_per_epoch: batches per epoch from an iterable, or None.
+        who: the caller's name for error messages (``"fit"``, ``"evaluate"``).
+
+    Returns:
+        An :class:`~nn_from_scratch.data.ArrayBatches` or :class:`~nn_from_scratch.data.IterableBatches`.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> source = batch_source(model, x, y, 4, True, None, None, None, "fit")
+        >>> type(source).__name__, [len(xb) for xb, yb, wb in source.epoch(model.rng)]
+        ('ArrayBatches', [4, 4])
+    """
     if _is_arrays(x, y):
         if y is None:
             raise ValueError(f"{type(model).__name__}.{who}: y is required with array inputs")
@@ -204,6 +332,37 @@ def fit(
     * ``strategy``: data-parallel training, e.g. :class:`nn_from_scratch.distributed.DataParallel`;
       an object with the hooks ``setup``, ``teardown``, ``callbacks``, ``verbose``,
       ``epoch_order`` and ``train_batch`` (the loop knows no more of it).
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: the inputs, (N, ...), or an iterable of ``(x, y[, sample_weight])`` batches.
+        y: the targets, (N,) classes or (N, K) one-hot (or what the loss takes); None with an iterable.
+        epochs: the epoch to stop before.
+        batch_size: samples per batch.
+        validation_data: ``(x_val, y_val)`` or an iterable of batches, evaluated after each epoch.
+        validation_split: the last fraction of ``x``/``y`` to hold out for validation.
+        shuffle: a fresh order every epoch.
+        callbacks: :class:`~nn_from_scratch.callbacks.Callback` objects.
+        verbose: 0 silent, 1 a progress bar, 2 one line per epoch.
+        initial_epoch: the epoch to start at.
+        steps_per_epoch: batches per epoch from an iterable.
+        sample_weight: per-sample weights, (N,).
+        class_weight: ``{class: weight}``.
+        strategy: a data-parallel strategy, or None.
+
+    Returns:
+        A :class:`~nn_from_scratch.callbacks.History`; ``history.history`` maps each name to one value per epoch.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> history = fit(model, x, y, epochs=2, batch_size=4, verbose=0)
+        >>> sorted(history.history), len(history.history["loss"])
+        (['accuracy', 'loss'], 2)
     """
     _require(model, "fit")
     epochs, batch_size, initial_epoch = int(epochs), int(batch_size), int(initial_epoch)
@@ -365,6 +524,32 @@ def evaluate(
     a model without metrics (a single regression output) returns the loss alone, as Keras does.
     ``return_dict=True`` gives ``{"loss": ..., "accuracy": ...}``. Both are exact means over
     the samples, whatever the batch size; with sample weights the loss is ``sum w_n l_n / N``.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: the inputs, (N, ...), or an iterable of ``(x, y[, sample_weight])`` batches.
+        y: the targets, or None with an iterable.
+        batch_size: samples per batch (the result does not depend on it).
+        verbose: 1 shows a progress bar.
+        return_dict: return ``{"loss": ..., "accuracy": ...}``.
+        sample_weight: per-sample weights, (N,), or None.
+        steps: batches to take from an iterable (default: all).
+
+    Returns:
+        ``(loss, accuracy)``, the loss alone for a model without metrics, or a dict.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> loss, acc = evaluate(model, x, y)
+        >>> sorted(evaluate(model, x, y, return_dict=True))
+        ['accuracy', 'loss']
+        >>> bool(np.isclose(loss, evaluate(model, x, y, batch_size=3)[0]))
+        True
     """
     _require(model, "evaluate", optimizer=False)
     batch_size = int(batch_size)
@@ -398,6 +583,27 @@ def predict(model: TrainableModel, x: Any, batch_size: int | None = 32, verbose:
     """The model's outputs, in inference mode, for any number of samples.
 
     ``batch_size=None`` runs all of ``x`` in one pass.
+
+    Args:
+        model: the model (a ``Sequential``, a graph ``Model`` or any :class:`~nn_from_scratch.interfaces.TrainableModel`).
+        x: the inputs, (N, ...).
+        batch_size: samples per pass, or None for one pass.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        The outputs, (N, ...) as ``model.output_shape``.
+
+    Example:
+        >>> from nn_from_scratch.model import Sequential
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> model = Sequential([Linear(4, 3)], loss=SoftMaxLoss(), optimizer=SGD(lr=0.1), seed=0)
+        >>> x, y = np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 3
+        >>> predict(model, x).shape
+        (8, 3)
+        >>> bool(np.allclose(predict(model, x, batch_size=None), predict(model, x, batch_size=3)))
+        True
     """
     x = np.asarray(x)
     if x.ndim < 1:

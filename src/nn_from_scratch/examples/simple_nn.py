@@ -21,6 +21,26 @@ class NeuralNetwork:
 
     ``n_input``, ``n_output`` and ``batch_size`` are kept for the seed's signature; shapes come
     from the layers, and any batch size works.
+
+    Args:
+        n_input: the input shape, kept for the seed's signature (shapes come from the layers).
+        n_output: the output shape, kept for the seed's signature.
+        batch_size: the seed's batch size, kept; ``fit`` uses the batches' own size ``B``.
+        optimizer: the :class:`~nn_from_scratch.interfaces.Optimizer` (e.g. ``SGD(lr=0.1)``).
+        layers: the layers, in order.
+        loss_fn: the :class:`~nn_from_scratch.losses.Loss` (e.g. ``SoftMaxLoss()``).
+
+    Example:
+        >>> from nn_from_scratch.neurons import Linear
+        >>> from nn_from_scratch.losses import SoftMaxLoss
+        >>> from nn_from_scratch.optimizers import SGD
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(5, 4, 3)).astype(np.float32)  # 5 batches of 4 samples, 3 features
+        >>> y = np.eye(2)[rng.integers(0, 2, size=(5, 4))]     # one-hot, (5, 4, 2)
+        >>> net = NeuralNetwork(3, 2, 4, SGD(lr=0.1), [Linear(3, 2)], SoftMaxLoss())
+        >>> loss = net.fit(X, y, n_epochs=2, verbose=False)
+        >>> type(loss).__name__, net.predict(X[0]).shape
+        ('float', (4, 2))
     """
 
     def __init__(
