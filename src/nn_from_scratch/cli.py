@@ -52,7 +52,20 @@ from .optimizers import Adam, GradientDescent
 
 @dataclass
 class TrainResult:
-    """What :func:`train` measured."""
+    """What :func:`train` measured.
+
+    Args:
+        test_accuracy: accuracy on the 10,000 test images (``nan`` on ranks other than 0).
+        epoch_losses: the mean training loss of each epoch.
+        train_seconds: wall time of ``fit``.
+        images_per_second: training images processed per second.
+        root: False on the ranks other than 0 of a distributed run.
+        history: ``fit``'s per-epoch logs (``loss``, ``accuracy`` ...).
+
+    Example:
+        >>> TrainResult(test_accuracy=0.9).epoch_losses
+        []
+    """
 
     test_accuracy: float
     epoch_losses: list[float] = field(default_factory=list)
@@ -63,7 +76,23 @@ class TrainResult:
 
 
 def accuracy(model: Sequential, x: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Share of ``x`` whose highest logit is the right class."""
+    """Share of ``x`` whose highest logit is the right class.
+
+    Args:
+        model: a model whose ``predict`` gives logits ``(N, K)``.
+        x: the inputs, ``(N, ...)`` as the model takes them.
+        labels: the integer classes, ``(N,)``.
+        batch_size: images per ``predict`` batch.
+
+    Returns:
+        A float in [0, 1].
+
+    Example:
+        >>> W = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])       # bias row, then the identity
+        >>> model = Sequential([Linear(input_dim=2, output_dim=2, W=W)])
+        >>> accuracy(model, np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), np.array([0, 1, 1]))
+        0.6666666666666666
+    """
     predicted = model.predict(x, batch_size=batch_size).argmax(axis=1)
     return float(np.mean(predicted == labels))
 
@@ -72,7 +101,20 @@ DATASETS = ("mnist", "fashion_mnist")
 
 
 def load_dataset(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``(x_train, y_train), (x_test, y_test)`` of ``"mnist"`` or ``"fashion_mnist"`` (uint8 images)."""
+    """``(x_train, y_train), (x_test, y_test)`` of ``"mnist"`` or ``"fashion_mnist"`` (uint8 images).
+
+    Args:
+        name: ``"mnist"`` or ``"fashion_mnist"`` (the copies bundled with the package).
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``: uint8 ``(60000, 28, 28)``, ``(60000,)``,
+        ``(10000, 28, 28)``, ``(10000,)``.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load_dataset("fashion_mnist")
+        >>> x_train.shape, x_train.dtype, y_test.shape
+        ((60000, 28, 28), dtype('uint8'), (10000,))
+    """
     if name == "mnist":
         from .datasets import mnist
 
@@ -107,7 +149,30 @@ def train(
     ``distributed``: data-parallel over the ranks of the MPI job this runs in
     (:mod:`nn_from_scratch.distributed`; the same global batches as one process); rank 0 alone
     shows progress and saves, and the test accuracy is measured on rank 0 only (``nan`` on the
-    other ranks)."""
+    other ranks).
+
+    Args:
+        model: a name in ``zoo.MODELS`` (``"seed"``, ``"lenet"``, ``"resnet"``, ``"mobilenet"``).
+        epochs: passes over the training images.
+        batch_size: images per step.
+        lr: the learning rate.
+        seed: seeds the weights and the shuffling.
+        train_size: use the first ``train_size`` training images (default all 60,000).
+        preprocessing: how pixels are scaled (the recipe's choice when None).
+        progress: show a progress bar.
+        dataset: ``"mnist"`` or ``"fashion_mnist"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        save: a path to write the trained model to, or None.
+        distributed: data-parallel over the ranks of the MPI job.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Example:
+        >>> result = train("seed", epochs=1, train_size=1000, progress=False)    # doctest: +SKIP
+        >>> result.test_accuracy > 0.5, len(result.epoch_losses)                  # doctest: +SKIP
+        (True, 1)
+    """
     if model not in zoo.MODELS:
         raise ValueError(f"train: unknown model {model!r}; choose one of {sorted(zoo.MODELS)}")
     recipe = zoo.RECIPES.get(model, zoo.RECIPES["seed"])
@@ -177,6 +242,42 @@ def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
 positive_int = _number(int, 1, "a positive integer")
 non_negative_int = _number(int, 0, "an integer >= 0")
 positive_float = _number(float, 0, "a positive finite number")
+positive_int.__doc__ = """An argparse ``type=``: the integer written in ``text``, at least 1.
+
+    Args:
+        text: the command-line string.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 1 (argparse prints it in one line).
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+non_negative_int.__doc__ = """An argparse ``type=``: the integer written in ``text``, at least 0.
+
+    Args:
+        text: the command-line string.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or negative (argparse prints it in one line).
+
+    Example:
+        >>> non_negative_int("0")
+        0
+    """
+positive_float.__doc__ = """An argparse ``type=``: the finite number written in ``text``, above 0.
+
+    Args:
+        text: the command-line string.
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, not finite, or not above 0.
+
+    Example:
+        >>> positive_float("0.5")
+        0.5
+    """
 
 
 def _export(model_path: str, onnx_path: str, opset: int | None) -> int:
@@ -276,7 +377,24 @@ def _run_job(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``python -m nn_from_scratch`` command. Returns the exit status: 0, 2 for a bad
-    argument (one line on stderr), 1 when the output cannot be written (one line on stderr)."""
+    argument (one line on stderr), 1 when the output cannot be written (one line on stderr).
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``), e.g.
+            ``["train", "--model", "lenet"]``.
+
+    Returns:
+        The exit status. A bad argument is reported by argparse, which raises ``SystemExit(2)``
+        after its one line on stderr rather than returning.
+
+    Example:
+        >>> main(["summary", "seed"])               # prints the layer table  # doctest: +SKIP
+        0
+        >>> main(["train", "--epochs", "0"])        # one line on stderr
+        Traceback (most recent call last):
+          ...
+        SystemExit: 2
+    """
     try:
         return _main(argv)
     except _OutputError as error:
