@@ -45,6 +45,7 @@ import numpy as np
 from . import zoo
 from .augment import RandomCropFlip
 from .callbacks import CosineDecay
+from .datasets import DATASETS, load_dataset
 from .losses import SoftMaxLoss
 from .model import Sequential
 from .optimizers import Adam, GradientDescent
@@ -97,33 +98,6 @@ def accuracy(model: Sequential, x: np.ndarray, labels: np.ndarray, batch_size: i
     return float(np.mean(predicted == labels))
 
 
-DATASETS = ("mnist", "fashion_mnist")
-
-
-def load_dataset(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``(x_train, y_train), (x_test, y_test)`` of ``"mnist"`` or ``"fashion_mnist"`` (uint8 images).
-
-    Args:
-        name: ``"mnist"`` or ``"fashion_mnist"`` (the copies bundled with the package).
-
-    Returns:
-        ``((x_train, y_train), (x_test, y_test))``: uint8 ``(60000, 28, 28)``, ``(60000,)``,
-        ``(10000, 28, 28)``, ``(10000,)``.
-
-    Example:
-        >>> (x_train, y_train), (x_test, y_test) = load_dataset("fashion_mnist")
-        >>> x_train.shape, x_train.dtype, y_test.shape
-        ((60000, 28, 28), dtype('uint8'), (10000,))
-    """
-    if name == "mnist":
-        from .datasets import mnist
-
-        return mnist.load_data()
-    if name == "fashion_mnist":
-        from .datasets import fashion_mnist
-
-        return fashion_mnist.load_data()
-    raise ValueError(f"train: unknown dataset {name!r}; choose one of {list(DATASETS)}")
 
 
 def train(

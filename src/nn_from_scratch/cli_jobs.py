@@ -106,7 +106,7 @@ def evaluate(model_path: str, dataset: str, preprocessing: str, limit: int | Non
         >>> evaluate("lenet.safetensors", "mnist", "scale", 1000, print)  # doctest: +SKIP
         accuracy: 0.9870 (1000 images of mnist)
     """
-    from .cli import load_dataset
+    from .datasets import load_dataset
     from .metrics import classification_report, confusion_matrix
 
     model = load(model_path)

@@ -10,7 +10,55 @@ from .. import initializers, kernels
 from ..interfaces import Neuron, Shape, is_int, per_sample_shape
 
 
-class Convolution(Neuron):
+class KernelLayer(Neuron):
+    """What :class:`Convolution` and :class:`TransposedConvolution` share: a kernel ``W`` of
+    :meth:`weight_shape` drawn by the layer's initializer from :meth:`fans`, and a per-output-channel
+    bias ``B`` (zeros). Subclasses set ``out_channels``, ``in_channels``, ``kernel_size``,
+    ``groups``, ``use_bias`` and ``_init``.
+
+    Args:
+        name: the layer's name.
+        dtype: the floating type of ``W`` and ``B``.
+
+    Example:
+        >>> issubclass(Convolution, KernelLayer)
+        True
+    """
+
+    def weight_shape(self) -> tuple[int, ...]:
+        """The shape of ``W``."""
+        raise NotImplementedError
+
+    def fans(self) -> tuple[int, int]:
+        """``(fan_in, fan_out)`` for the initializer, as torch counts them for this layer."""
+        raise NotImplementedError
+
+    def checked_bias(self, B: Any) -> np.ndarray:
+        """``B`` as this layer's ``(out_channels,)`` bias, or a ``ValueError`` naming the layer."""
+        if not self.use_bias:
+            raise ValueError(f"{self.name}: B was given but use_bias=False")
+        B = np.asarray(B, dtype=self.dtype)
+        if B.shape != (self.out_channels,):
+            raise ValueError(f"{self.name}: expected B of shape ({self.out_channels},) (one bias per output channel), got {B.shape}")
+        return B
+
+    def _create_parameters(self, rng: np.random.Generator | None) -> None:
+        if self.W is None:
+            self.W = np.empty(self.weight_shape(), dtype=self.dtype)
+            self.reset_parameters(rng)
+        if self.use_bias and self.B is None:
+            self.B = np.zeros(self.out_channels, dtype=self.dtype)
+        self.zero_grad()
+
+    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
+        rng = rng or initializers.default_rng()
+        fan_in, fan_out = self.fans()
+        self.W[...] = self._init(self.W.shape, fan_in, fan_out, rng, self.dtype)
+        if self.B is not None:
+            self.B[...] = 0.0
+
+
+class Convolution(KernelLayer):
     """2-D convolution: ``y[n, o] = sum_c W[o, c] (*) x[n, c] + B[o]``.
 
     ``(*)`` is cross-correlation with the given stride, dilation and zero padding, as in
@@ -130,33 +178,19 @@ class Convolution(Neuron):
                 raise ValueError(f"{self.name}: expected W of shape {expected} {layout}, got {W.shape}")
             self.W, self.in_channels, self.user_weights = W, W.shape[1] * g, True
         if B is not None:
-            if not self.use_bias:
-                raise ValueError(f"{self.name}: B was given but use_bias=False")
-            B = np.asarray(B, dtype=self.dtype)
-            if B.shape != (self.out_channels,):
-                raise ValueError(f"{self.name}: expected B of shape ({self.out_channels},) (one bias per output channel), got {B.shape}")
-            self.B = B
+            self.B = self.checked_bias(B)
         if self.in_channels is not None:
             self._create_parameters(None)
         if shape is not None and len(shape) == 3:
             self.build(shape)
 
     # -- parameters -----------------------------------------------------------------------
-    def _create_parameters(self, rng: np.random.Generator | None) -> None:
-        if self.W is None:
-            self.W = np.empty((self.out_channels, self.in_channels // self.groups) + self.kernel_size, dtype=self.dtype)
-            self.reset_parameters(rng)
-        if self.use_bias and self.B is None:
-            self.B = np.zeros(self.out_channels, dtype=self.dtype)
-        self.zero_grad()
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel_size
 
-    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
-        rng = rng or initializers.default_rng()
+    def fans(self) -> tuple[int, int]:
         kh, kw = self.kernel_size
-        fan_in, fan_out = self.in_channels // self.groups * kh * kw, self.out_channels * kh * kw
-        self.W[...] = self._init(self.W.shape, fan_in, fan_out, rng, self.dtype)
-        if self.B is not None:
-            self.B[...] = 0.0
+        return self.in_channels // self.groups * kh * kw, self.out_channels * kh * kw
 
     # -- shapes ---------------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from .. import initializers, kernels
-from ..interfaces import Neuron, Shape, per_sample_shape
+from ..interfaces import Shape, per_sample_shape
+from .convolution import KernelLayer
 
 
 def _non_negative_ints(value: Any, what: str, layer: str, lengths: tuple[int, ...] = (2,)) -> tuple[int, ...]:
@@ -19,7 +20,7 @@ def _non_negative_ints(value: Any, what: str, layer: str, lengths: tuple[int, ..
     return tuple(int(v) for v in values)
 
 
-class TransposedConvolution(Neuron):
+class TransposedConvolution(KernelLayer):
     """2-D transposed convolution, as ``torch.nn.ConvTranspose2d``: the adjoint (the input
     gradient) of a :class:`Convolution` with the same kernel, stride, padding, dilation and groups.
 
@@ -150,33 +151,20 @@ class TransposedConvolution(Neuron):
             kernels.check_groups(W.shape[0], self.out_channels, self.groups, self.name)
             self.W, self.in_channels, self.user_weights = W, W.shape[0], True
         if B is not None:
-            if not self.use_bias:
-                raise ValueError(f"{self.name}: B was given but use_bias=False")
-            B = np.asarray(B, dtype=self.dtype)
-            if B.shape != (self.out_channels,):
-                raise ValueError(f"{self.name}: expected B of shape ({self.out_channels},) (one bias per output channel), got {B.shape}")
-            self.B = B
+            self.B = self.checked_bias(B)
         if self.in_channels is not None:
             self._create_parameters(None)
         if shape is not None and len(shape) == 3:
             self.build(shape)
 
     # -- parameters -----------------------------------------------------------------------
-    def _create_parameters(self, rng: np.random.Generator | None) -> None:
-        if self.W is None:
-            self.W = np.empty((self.in_channels, self.out_channels // self.groups) + self.kernel_size, dtype=self.dtype)
-            self.reset_parameters(rng)
-        if self.use_bias and self.B is None:
-            self.B = np.zeros(self.out_channels, dtype=self.dtype)
-        self.zero_grad()
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.out_channels // self.groups) + self.kernel_size
 
-    def reset_parameters(self, rng: np.random.Generator | None = None) -> None:
-        rng = rng or initializers.default_rng()
+    def fans(self) -> tuple[int, int]:
+        # torch's ConvTranspose2d weight is (in, out/groups, kh, kw): its fan_in is out/groups * kh * kw.
         kh, kw = self.kernel_size
-        fan_in, fan_out = self.out_channels // self.groups * kh * kw, self.in_channels * kh * kw
-        self.W[...] = self._init(self.W.shape, fan_in, fan_out, rng, self.dtype)
-        if self.B is not None:
-            self.B[...] = 0.0
+        return self.out_channels // self.groups * kh * kw, self.in_channels * kh * kw
 
     # -- shapes ---------------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
