@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import kernels
 from ..interfaces import Neuron, Shape, check_hyperparameter
+from .affine import take_affine
 
 
 class BatchNormalization(Neuron):
@@ -120,16 +121,7 @@ class BatchNormalization(Neuron):
         elif input_dim is not None:
             shape = tuple(int(s) for s in input_dim)
             self.num_features = shape[0]
-        for what, value in (("gamma", gamma), ("beta", beta)):
-            if value is None:
-                continue
-            value = np.array(value, dtype=self.dtype)
-            if value.ndim != 1 or (self.num_features is not None and value.shape[0] != self.num_features):
-                expected = f"({self.num_features},)" if self.num_features is not None else "(channels,)"
-                raise ValueError(f"{self.name}: expected {what} of shape {expected}, got {value.shape}")
-            self.num_features = value.shape[0]
-            setattr(self, what, value)
-            self.user_weights = True
+        self.num_features = take_affine(self, gamma, beta, self.num_features)
         if self.num_features is not None:
             self._create_parameters()
         if shape is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..interfaces import Neuron, Shape
+from .affine import take_affine
 
 
 def _check_eps(eps: Any, name: str) -> float:
@@ -262,16 +263,7 @@ class GroupNormalization(Neuron):
         elif input_dim is not None:
             shape = tuple(int(s) for s in input_dim)
             self.num_channels = shape[0] if shape else None
-        for what, value in (("gamma", gamma), ("beta", beta)):
-            if value is None:
-                continue
-            value = np.array(value, dtype=self.dtype)
-            if value.ndim != 1 or (self.num_channels is not None and value.shape[0] != self.num_channels):
-                expected = f"({self.num_channels},)" if self.num_channels is not None else "(channels,)"
-                raise ValueError(f"{self.name}: expected {what} of shape {expected}, got {value.shape}")
-            self.num_channels = value.shape[0]
-            setattr(self, what, value)
-            self.user_weights = True
+        self.num_channels = take_affine(self, gamma, beta, self.num_channels)
         if self.num_channels is not None:
             self._check_channels(self.num_channels)
             self._create_parameters()
