@@ -33,6 +33,14 @@ class KernelLayer(Neuron):
         """``(fan_in, fan_out)`` for the initializer, as torch counts them for this layer."""
         raise NotImplementedError
 
+    def checked_image(self, input_shape: Shape) -> tuple[int, int, int]:
+        """``(C, H, W)`` of a per-sample input shape, its channels checked against the layer and its groups."""
+        c, h, w = kernels.image_shape(input_shape, self.name)
+        if self.in_channels is not None and c != self.in_channels:
+            raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
+        kernels.check_groups(c, self.out_channels, self.groups, self.name)
+        return c, h, w
+
     def checked_bias(self, B: Any) -> np.ndarray:
         """``B`` as this layer's ``(out_channels,)`` bias, or a ``ValueError`` naming the layer."""
         if not self.use_bias:
@@ -194,10 +202,7 @@ class Convolution(KernelLayer):
 
     # -- shapes ---------------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        c, h, w = kernels.image_shape(input_shape, self.name)
-        if self.in_channels is not None and c != self.in_channels:
-            raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
-        kernels.check_groups(c, self.out_channels, self.groups, self.name)
+        c, h, w = self.checked_image(input_shape)
         window = f"the kernel {self.kernel_size} (dilation {self.dilation}, padding {self.padding})"
         return (self.out_channels, *kernels.checked_output_hw(self._geometry((h, w)), (c, h, w), self.name, window))
 

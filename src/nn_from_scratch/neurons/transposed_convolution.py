@@ -168,10 +168,7 @@ class TransposedConvolution(KernelLayer):
 
     # -- shapes ---------------------------------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        c, h, w = kernels.image_shape(input_shape, self.name)
-        if self.in_channels is not None and c != self.in_channels:
-            raise ValueError(f"{self.name}: expected input of shape (batch, {self.in_channels}, H, W), got (batch, {c}, {h}, {w})")
-        kernels.check_groups(c, self.out_channels, self.groups, self.name)
+        c, h, w = self.checked_image(input_shape)
         out = []
         pads = (self._pads4[:2], self._pads4[2:])
         for size, k, s, d, (p0, p1), op in zip((h, w), self.kernel_size, self.stride, self.dilation, pads, self.output_padding):
