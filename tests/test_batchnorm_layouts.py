@@ -96,16 +96,16 @@ def test_batch_norm_fast_path_equals_reference_path():
     x = rng.normal(size=(32, 6, 8, 8)) * 3 + 1
     dy = rng.normal(size=x.shape)
     results = []
-    before = kernels.BATCH_NORM_CHUNK_BYTES
+    before = kernels.normalization.BATCH_NORM_CHUNK_BYTES
     try:
         for chunk, order in ((1 << 20, (1, 2, 3, 0)), (8 << 10, (1, 2, 3, 0)), (1, (0, 1, 2, 3)), (1 << 20, (0, 2, 3, 1))):
-            kernels.BATCH_NORM_CHUNK_BYTES = chunk
+            kernels.normalization.BATCH_NORM_CHUNK_BYTES = chunk
             layer = BatchNormalization(input_dim=6, dtype=np.float64)
             y = layer.forward(in_layout(x, order))
             dx = layer.backward(in_layout(dy, order))
             results.append((y, dx, layer._gamma_pd, layer._beta_pd, layer.running_mean.copy(), layer.running_var.copy()))
     finally:
-        kernels.BATCH_NORM_CHUNK_BYTES = before
+        kernels.normalization.BATCH_NORM_CHUNK_BYTES = before
     for got in results[:-1]:
         for a, b in zip(got, results[-1]):
             assert rel_err(a, b) <= 1e-13

@@ -1,0 +1,61 @@
+"""The hot array kernels, shared by every layer that needs them; each fast kernel keeps its
+simple reference beside it, and the tests hold one against the other.
+
+* :mod:`.geometry`: sizes, padding (Keras' ``"same"`` too), padded copies, window views.
+* :mod:`.conv`: convolution: the im2col reference, the fast batch-innermost plan, grouped and
+  depthwise convolution.
+* :mod:`.pooling`: max and average pooling.
+* :mod:`.normalization`: batch norm in the input's own memory layout.
+* :mod:`.resample`: nearest and bilinear upsampling.
+* :mod:`.special`: erf and erfc (exact GELU).
+
+Layers reach every kernel through this package (``kernels.conv2d_forward``); the names below
+are re-exported from the modules that define them.
+"""
+
+from __future__ import annotations
+
+from .conv import (
+    Conv2dPlan,
+    GroupedConv2dPlan,
+    check_groups,
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    conv_plan,
+    fast_conv_supported,
+    grouped_conv2d_backward,
+    grouped_conv2d_forward,
+    im2col,
+)
+from .geometry import (
+    ConvGeometry,
+    Padding4,
+    as_pair,
+    checked_output_hw,
+    image_shape,
+    pad2d,
+    resolve_padding,
+    same_padding,
+    window_view,
+    zeros_in_layout_of,
+)
+from .normalization import batch_norm_train_backward, batch_norm_train_forward, channel_blocks, from_channel_blocks
+from .pooling import (
+    avg_pool2d_backward,
+    avg_pool2d_divisor,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    pool_windows,
+)
+from .resample import (
+    linear_interpolation_matrix,
+    linear_source_taps,
+    upsample_bilinear2d,
+    upsample_bilinear2d_backward,
+    upsample_bilinear2d_reference,
+    upsample_nearest2d,
+    upsample_nearest2d_backward,
+)
+from .special import erf, erfc

@@ -1,0 +1,843 @@
+"""Convolution kernels: the im2col reference, the fast batch-innermost plan, grouped/depthwise convolution.
+
+Convolution is lowered to a matrix multiply through *im2col*: every receptive field of the
+input becomes one column of a matrix, so that the whole convolution is ``W_2d @ cols``.
+
+Layout used throughout (``N`` batch, ``C`` channels, ``K = kh * kw`` kernel taps,
+``P = OH * OW`` output pixels per image)::
+
+    x     (N, C, H, W)
+    cols  (C * kh * kw,  N * OH * OW)        # kernel taps x pixels
+    W_2d  (O, C * kh * kw)
+    y     (N, O, OH, OW)
+
+Taps x pixels (rather than pixels x taps) is the layout BLAS likes here: the long axis
+is the contiguous one, and the copy that builds ``cols`` moves whole output rows at a time.
+
+Padding is given as four numbers ``(top, bottom, left, right)`` so that Keras-style
+``"same"`` padding, which is asymmetric for even kernels or strides > 1, fits too.
+
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .geometry import ConvGeometry, _tap_slices, pad2d, window_view
+
+
+def im2col(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Receptive fields of ``x`` (N, C, H, W) as columns: ``(C*kh*kw, N*OH*OW)``.
+
+    Args:
+        x: the input, (N, C, H, W); padded here by ``geom.padding``.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        ``(C*kh*kw, N*OH*OW)``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> im2col(x, g).shape
+        (4, 9)
+    """
+    n, c, h, w = x.shape
+    oh, ow = geom.output_hw(h, w)
+    view = window_view(pad2d(x, geom.padding), geom.kh, geom.kw, oh, ow, geom.stride, geom.dilation)
+    return view.reshape(c * geom.kh * geom.kw, n * oh * ow)  # the one copy: gathers the windows
+
+
+def col2im(cols: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry) -> np.ndarray:
+    """Adjoint of :func:`im2col`: scatter-add columns back onto an image of ``x_shape``.
+
+    Overlapping receptive fields add up. The loop runs over the ``kh * kw`` kernel taps only;
+    each iteration is one strided add over the whole batch and all channels.
+
+    Args:
+        cols: columns ``(C*kh*kw, N*OH*OW)`` as :func:`im2col` makes them.
+        x_shape: ``(N, C, H, W)`` of the image.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        The image, of shape ``x_shape`` (below: how often each pixel is read).
+
+    Example:
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> col2im(np.ones((4, 9)), (1, 1, 4, 4), g)[0, 0]
+        array([[1., 2., 2., 1.],
+               [2., 4., 4., 2.],
+               [2., 4., 4., 2.],
+               [1., 2., 2., 1.]])
+    """
+    n, c, h, w = x_shape
+    pt, pb, pl, pr = geom.padding
+    oh, ow = geom.output_hw(h, w)
+    xp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=cols.dtype)
+    taps = cols.reshape(c, geom.kh, geom.kw, n, oh, ow)
+    for p in range(geom.kh):
+        for q in range(geom.kw):
+            rows, columns = _tap_slices(p, q, oh, ow, geom)
+            xp[:, :, rows, columns] += taps[:, p, q].transpose(1, 0, 2, 3)
+    return xp[:, :, pt : pt + h, pl : pl + w]
+
+
+def conv2d_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, geom: ConvGeometry
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-correlation ``y[n,o] = sum_c W[o,c] * x[n,c] + b[o]``.
+
+    Returns ``(y, cols)``; ``cols`` is kept by the caller for the backward pass.
+
+    Args:
+        x: the input, (N, C, H, W).
+        W: the kernel, (O, C, kh, kw).
+        b: the bias, (O,), or None.
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Returns:
+        ``y`` (N, O, OH, OW) and ``cols`` (C*kh*kw, N*OH*OW).
+
+    Example:
+        >>> x, W = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, cols = conv2d_forward(x, W, np.array([0.5]), g)
+        >>> y[0, 0]
+        array([[4.5, 4.5],
+               [4.5, 4.5]])
+    """
+    n = x.shape[0]
+    o = W.shape[0]
+    oh, ow = geom.output_hw(*x.shape[2:])
+    cols = im2col(x, geom)
+    y = W.reshape(o, -1) @ cols  # (O, N*OH*OW)
+    if b is not None:
+        y += b[:, None]
+    return y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3), cols
+
+
+def conv2d_backward(
+    dy: np.ndarray,
+    cols: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    W: np.ndarray,
+    geom: ConvGeometry,
+    need_dx: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d_forward` given ``dL/dy``: returns ``(dx, dW, db)``.
+
+    ``dW = dy_2d @ cols.T``, ``db = sum(dy)`` and ``dx = col2im(W_2d.T @ dy_2d)``.
+
+    Args:
+        dy: ``dL/dy``, (N, O, OH, OW).
+        cols: the ``cols`` that :func:`conv2d_forward` returned.
+        x_shape: ``(N, C, H, W)`` of the input.
+        W: the kernel, (O, C, kh, kw).
+        geom: the convolution's :class:`ConvGeometry`.
+        need_dx: compute ``dx`` (False returns None in its place).
+
+    Returns:
+        ``dx`` (N, C, H, W) or None, ``dW`` (O, C, kh, kw) and ``db`` (O,).
+
+    Example:
+        >>> x, W = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, cols = conv2d_forward(x, W, None, g)
+        >>> dx, dW, db = conv2d_backward(np.ones_like(y), cols, x.shape, W, g)
+        >>> dx[0, 0]
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]])
+        >>> dW[0, 0], db
+        (array([[4., 4.],
+               [4., 4.]]), array([4.]))
+    """
+    o = W.shape[0]
+    dy_2d = dy.transpose(1, 0, 2, 3).reshape(o, -1)  # (O, N*OH*OW)
+    dW = (dy_2d @ cols.T).reshape(W.shape)
+    db = dy_2d.sum(axis=1)
+    dx = col2im(W.reshape(o, -1).T @ dy_2d, x_shape, geom) if need_dx else None
+    return dx, dW, db
+
+
+# -- fast convolution -----------------------------------------------------------------------
+# The reference above builds ``cols``, a (C*kh*kw, N*OH*OW) copy of the input: kh*kw times the
+# input's size, gathered in runs of OW floats. For small layers that copy -- and col2im's
+# kh*kw strided adds of short rows in the backward pass -- is where the time goes, not the
+# multiply (profile of the seed CNN: ~80% of a training step in the 7x7 layer's im2col/col2im).
+#
+# The plan below keeps the batch as the *innermost* axis (channels, rows, columns, batch: CHWN)
+# and unrolls only the kernel *width*; the kernel *rows* are reached through views:
+#
+#     xp  (C, Hp, Wp, N)          the zero-padded input, batch innermost
+#     U   (C, kw, Hp, OW, N)      U[c, q, h, j, n] = xp[c, h, j*sw + q*dw, n]     (kw copies, not kh*kw)
+#     U_p = U[:, :, p*dh : p*dh + OH]  viewed as (C*kw, OH*OW*N)
+#
+# ``U_p`` is a plain strided matrix (row stride Hp*OW*N), so BLAS takes it without a copy, and
+# it holds exactly the rows ``(c, p, :)`` of the reference ``cols`` (pixels ordered (i, j, n)).
+# With ``W_p = W[:, :, p, :]`` as (O, C*kw) and ``dy`` as (O, OH*OW*N):
+#
+#     y  = sum_p W_p @ U_p                     kh matrix products, no kh-fold copy
+#     dW[:, :, p, :] = dy @ U_p.T
+#     dx = the adjoint of the forward: see _dx_by_rows and _dx_by_stacked_dy
+#
+# With the batch innermost every copy and add moves runs of OW*N floats (whole output rows of
+# the batch) instead of OW, which is what makes the unrolling, the padding and the adjoint cheap.
+#
+# It needs stride 1 along the height (consecutive output rows = consecutive input rows); any
+# width stride, dilation and padding work. Other geometries use the reference. Results are
+# returned as (N, C, H, W) *views* of CHWN-ordered arrays: the next convolution reads that
+# order without a transposing copy, and element-wise layers keep it.
+
+
+def fast_conv_supported(geom: ConvGeometry) -> bool:
+    """Whether :class:`Conv2dPlan` handles this geometry (stride 1 along the height).
+
+    Args:
+        geom: the convolution's :class:`ConvGeometry`.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> fast_conv_supported(g)
+        True
+        >>> fast_conv_supported(g._replace(stride=(2, 2)))
+        False
+    """
+    return geom.stride[0] == 1
+
+
+class Conv2dPlan:
+    """The fast convolution for one input shape, with its work buffers (allocated once).
+
+    ``forward(x, W, b)`` then ``backward(dy, W)`` compute what :func:`conv2d_forward` and
+    :func:`conv2d_backward` compute (up to float rounding; tests/test_kernels.py checks it).
+
+    Buffer lifetimes: ``U`` and the padded input are overwritten by every ``forward`` and read
+    by the ``backward`` that follows it, like the reference's ``cols``. The arrays returned
+    (``y``, ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
+
+    Args:
+        x_shape: ``(N, C, H, W)`` of the inputs it will see.
+        out_channels: O, the number of output channels.
+        geom: the convolution's :class:`ConvGeometry` (see :func:`fast_conv_supported`).
+        dtype: the dtype of inputs and weights.
+        chunk_pixels: output pixels per work chunk (default: about 2 MiB of buffers; tests use small values).
+        dx_block_rows: input rows per block of the ``dx`` kernel (default: chosen from the shapes).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x, W, b = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> plan = Conv2dPlan(x.shape, 4, g, np.float64)
+        >>> y = plan.forward(x, W, b)
+        >>> bool(np.allclose(y, conv2d_forward(x, W, b, g)[0]))
+        True
+        >>> dx, dW, db = plan.backward(np.ones_like(y), W)
+        >>> dx.shape, dW.shape, db.shape
+        ((2, 3, 6, 6), (4, 3, 3, 3), (4,))
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, int, int, int],
+        out_channels: int,
+        geom: ConvGeometry,
+        dtype: np.dtype,
+        chunk_pixels: int | None = None,
+        dx_block_rows: int | None = None,
+    ) -> None:
+        if not fast_conv_supported(geom):
+            raise ValueError(f"Conv2dPlan: needs stride 1 along the height, got stride {geom.stride}")
+        n, c, h, w = x_shape
+        self.x_shape = tuple(x_shape)
+        self.out_channels = o = int(out_channels)
+        self.geom = geom
+        self.dtype = dtype = np.dtype(dtype)
+        self.oh, self.ow = geom.output_hw(h, w)
+        pt, pb, pl, pr = geom.padding
+        self.hp, self.wp = h + pt + pb, w + pl + pr
+        kh, kw = geom.kh, geom.kw
+        self.taps_k = c * kw  # rows of each U_p
+        self.pixels = self.oh * self.ow * n  # columns of each U_p
+        # Zero borders are written once; each forward only overwrites the interior.
+        self._xpad = np.zeros((c, self.hp, self.wp, n), dtype)
+        self._U = np.empty((c, kw, self.hp, self.ow, n), dtype)
+        # The forward works through the pixels in chunks whose U_p, y and partial-sum slices
+        # take at most 2 MiB, so the kh products and sums of a chunk stay in cache. Measured here
+        # (OpenBLAS, AMD EPYC, one thread): the seed CNN's 7x7 layer 0.86 -> 0.45 ms, LeNet's
+        # first layer 0.66 -> 0.40 ms; (2x28)@(28xP) alone costs 1.7 ns per pixel at P=16k and
+        # 4.5 ns at P=20k.
+        bytes_per_pixel = (self.taps_k + 2 * o) * dtype.itemsize
+        self._chunk = min(self.pixels, chunk_pixels or max(1024, (2 << 20) // bytes_per_pixel))
+        self._partial = np.empty((o, self._chunk), dtype) if kh > 1 else None
+        self._dy = np.empty((o, self.oh, self.ow, n), dtype)
+        # dx works through blocks of rows whose Z (and partial sums or stacked dy) take <= 2 MiB.
+        row_bytes = self.ow * n * dtype.itemsize
+        self._dx_block_rows = dx_block_rows or max(1, (2 << 20) // ((2 * self.taps_k + o * kh) * row_bytes))
+        self._Z: np.ndarray | None = None  # dx work buffers, allocated by the first backward needing them
+        self._Z_partial: np.ndarray | None = None
+        self._dy_padded: np.ndarray | None = None
+        self._D: np.ndarray | None = None
+        # Kernel choice per shape (from single-thread timings of the same five layers):
+        # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
+        # speed, while a matrix product with only a few output channels wastes most of BLAS's
+        # register tile; with many output channels the matrix product wins.
+        self.dW_kernel = "gemv" if o <= 8 else "gemm"
+        # dx: the cheaper by a cost model of floats moved through the intermediates plus
+        # multiply-adds, with one float moved costing as much as 14 flops (fitted on the four
+        # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer: it picks the faster
+        # kernel for each of them, or one within 2% of it, on one and on two threads).
+        stacked_pixels = self.hp * self.ow * n
+        cost_rows = 14 * 3 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
+        cost_stacked = 14 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
+        self.dx_kernel = "rows" if cost_rows <= cost_stacked else "stacked_dy"
+
+    # -- forward ---------------------------------------------------------------------------
+    def _U_p(self, p: int) -> np.ndarray:
+        dh = self.geom.dilation[0]
+        return self._U[:, :, p * dh : p * dh + self.oh].reshape(self.taps_k, self.pixels)
+
+    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order; fills ``U`` for backward."""
+        n, c, h, w = self.x_shape
+        o, kh = self.out_channels, self.geom.kh
+        pt, _, pl, _ = self.geom.padding
+        x_chwn = x.transpose(1, 2, 3, 0)
+        if not any(self.geom.padding) and x_chwn.flags.c_contiguous:
+            source = x_chwn  # already batch-innermost (the output of a previous convolution)
+        else:
+            self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
+            source = self._xpad
+        s_c, s_h, s_w, s_n = source.strides
+        dw, sw = self.geom.dilation[1], self.geom.stride[1]
+        np.copyto(self._U, as_strided(source, self._U.shape, (s_c, s_w * dw, s_h, s_w * sw, s_n)))
+
+        W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
+        y = np.empty((o, self.pixels), self.dtype)
+        U_rows = [self._U_p(p) for p in range(kh)]
+        for start in range(0, self.pixels, self._chunk):
+            chunk = slice(start, start + self._chunk)
+            y_chunk = y[:, chunk]
+            np.matmul(W_rows[0], U_rows[0][:, chunk], out=y_chunk)
+            partial = self._partial[:, : y_chunk.shape[1]] if kh > 1 else None
+            for p in range(1, kh):
+                np.matmul(W_rows[p], U_rows[p][:, chunk], out=partial)
+                y_chunk += partial
+        if b is not None:
+            y += b[:, None]
+        return y.reshape(o, self.oh, self.ow, n).transpose(3, 0, 1, 2)
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(
+        self, dy: np.ndarray, W: np.ndarray, need_dx: bool = True, need_db: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW) after :meth:`forward`; ``None`` for what is not needed."""
+        o = self.out_channels
+        dy_t = self._dy_chwn(dy)
+        dy_2d = dy_t.reshape(o, self.pixels)
+        db = dy_2d.sum(axis=1) if need_db else None
+        dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
+        dx = None
+        if need_dx:
+            dx = self._dx_by_rows(dy_2d, W) if self.dx_kernel == "rows" else self._dx_by_stacked_dy(dy_t, W)
+        return dx, dW, db
+
+    def input_grad(self, dy: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``dx`` alone for ``dy`` (N, O, OH, OW): the adjoint of :meth:`forward`, which it does not need first.
+
+        A transposed convolution's forward pass (see ``neurons.TransposedConvolution``).
+        """
+        dy_t = self._dy_chwn(dy)
+        if self.dx_kernel == "rows":
+            return self._dx_by_rows(dy_t.reshape(self.out_channels, self.pixels), W)
+        return self._dx_by_stacked_dy(dy_t, W)
+
+    def _dy_chwn(self, dy: np.ndarray) -> np.ndarray:
+        """``dy`` as a C-contiguous (O, OH, OW, N) array: the order of y, and of dy after ReLU."""
+        dy_t = dy.transpose(1, 2, 3, 0)
+        if not dy_t.flags.c_contiguous:
+            np.copyto(self._dy, dy_t)
+            dy_t = self._dy
+        return dy_t
+
+    def _dW_by_gemv(self, dy_2d: np.ndarray) -> np.ndarray:
+        kh, o = self.geom.kh, self.out_channels
+        dW_rows = np.empty((kh, o, self.taps_k), self.dtype)
+        for p in range(kh):
+            U_p = self._U_p(p)
+            for k in range(o):
+                np.matmul(U_p, dy_2d[k], out=dW_rows[p, k])
+        return dW_rows.reshape(kh, o, -1, self.geom.kw).transpose(1, 2, 0, 3).copy()
+
+    def _dW_by_gemm(self, dy_2d: np.ndarray) -> np.ndarray:
+        kh, o = self.geom.kh, self.out_channels
+        # dy_2d.T read in place (BLAS's transposed operand): the transposing copy this replaces
+        # cost more than it saved: zoo.resnet's eight convolutions, one thread, old and new
+        # alternating in one process, median CPU time 40.3 -> 37.7 ms in all (stem 9.6 -> 7.8 ms;
+        # one layer, 64->64 at 7x7, 5.7 -> 6.0 ms).
+        dy_pixels_major = dy_2d.T  # (pixels, O)
+        dW_rows = np.empty((kh, self.taps_k, o), self.dtype)
+        for p in range(kh):
+            np.matmul(self._U_p(p), dy_pixels_major, out=dW_rows[p])
+        return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
+
+    def _dx_in_row_blocks(self, fill_Z: Callable[[int, int, np.ndarray], None]) -> np.ndarray:
+        """``dx`` from ``Z[c, q, h, j, n] = sum_{o, p} W[o, c, p, q] dy[o, h - p*dh, j, n]``, block by block.
+
+        ``fill_Z(h0, h1, Z)`` writes the rows ``h0:h1`` of ``Z`` (as (C*kw, (h1-h0)*OW*N)); then
+        the width part of the adjoint adds them up: ``dxp[c, h, j*sw + q*dw, n] += Z[c, q, h, j, n]``.
+        Blocks of rows keep ``Z`` in cache (and give BLAS products of a size it threads well:
+        one whole-image product ran 2.5x slower on two threads than on one).
+        """
+        n, c, h, w = self.x_shape
+        kw, ow = self.geom.kw, self.ow
+        sw, dw = self.geom.stride[1], self.geom.dilation[1]
+        pt, _, pl, _ = self.geom.padding
+        row = ow * n  # floats per row of Z, per (c, q)
+        if self._Z is None:
+            self._Z = np.empty((self.taps_k, self._dx_block_rows * row), self.dtype)
+        dxp = np.zeros((c, self.hp, self.wp, n), self.dtype)
+        for h0 in range(0, self.hp, self._dx_block_rows):
+            h1 = min(h0 + self._dx_block_rows, self.hp)
+            Z = self._Z[:, : (h1 - h0) * row]
+            fill_Z(h0, h1, Z)
+            Z = Z.reshape(c, kw, h1 - h0, ow, n)
+            for q in range(kw):
+                dxp[:, h0:h1, q * dw : q * dw + sw * (ow - 1) + 1 : sw, :] += Z[:, q]
+        return dxp[:, pt : pt + h, pl : pl + w, :].transpose(3, 0, 1, 2)
+
+    def _dx_by_rows(self, dy_2d: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """For each kernel row p, ``Z[:, :, rows i + p*dh] += W_p.T @ dy[:, rows i]``: the adjoint of the forward."""
+        kh, o, oh = self.geom.kh, self.out_channels, self.oh
+        dh, row = self.geom.dilation[0], self.ow * self.x_shape[0]
+        W_rows_t = W.transpose(2, 1, 3, 0).reshape(kh, self.taps_k, o)  # W_p.T
+        if self._Z_partial is None:
+            self._Z_partial = np.empty((self.taps_k, self._dx_block_rows * row), self.dtype)
+
+        def fill_Z(h0: int, h1: int, Z: np.ndarray) -> None:
+            Z.fill(0)
+            for p in range(kh):
+                i0, i1 = max(0, h0 - p * dh), min(oh, h1 - p * dh)  # rows of dy that land in h0:h1
+                if i0 >= i1:
+                    continue
+                partial = self._Z_partial[:, : (i1 - i0) * row]
+                np.matmul(W_rows_t[p], dy_2d[:, i0 * row : i1 * row], out=partial)
+                Z[:, (i0 + p * dh - h0) * row : (i1 + p * dh - h0) * row] += partial
+
+        return self._dx_in_row_blocks(fill_Z)
+
+    def _dx_by_stacked_dy(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """One matrix product over (output channel, kernel row) per block of rows.
+
+        ``D[o, p, h] = dy[o, h - p*dh]`` (zero outside) stacks the kernel rows of ``dy``, so that
+        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a (C*kw, O*kh) @ (O*kh, rows*OW*N) product.
+        Cheaper than :meth:`_dx_by_rows` when there are few output channels and many kernel rows.
+        """
+        n = self.x_shape[0]
+        kh, o, oh = self.geom.kh, self.out_channels, self.oh
+        dh = self.geom.dilation[0]
+        margin = (kh - 1) * dh
+        if self._dy_padded is None:
+            self._dy_padded = np.zeros((o, oh + 2 * margin, self.ow, n), self.dtype)  # zero rows stay zero
+            self._D = np.empty((o, kh, self.hp, self.ow, n), self.dtype)
+        self._dy_padded[:, margin : margin + oh] = dy_t
+        start = self._dy_padded[:, margin:]
+        s_o, s_h, s_j, s_n = start.strides
+        np.copyto(self._D, as_strided(start, self._D.shape, (s_o, -dh * s_h, s_h, s_j, s_n)))
+        W_stacked = W.transpose(1, 3, 0, 2).reshape(self.taps_k, o * kh)
+
+        def fill_Z(h0: int, h1: int, Z: np.ndarray) -> None:
+            np.matmul(W_stacked, self._D[:, :, h0:h1].reshape(o * kh, -1), out=Z)
+
+        return self._dx_in_row_blocks(fill_Z)
+
+
+# -- grouped and depthwise convolution --------------------------------------------------------
+# torch's ``groups``: the C input channels and O output channels are split into ``groups``
+# consecutive blocks; output block g sees only input block g. ``W`` is (O, C/groups, kh, kw).
+# Depthwise is groups = C: every output channel sees one input channel, output channel
+# ``c*m + j`` (j < m = O/C) the input channel c.
+
+
+def check_groups(in_channels: int | None, out_channels: int, groups: int, layer: str) -> None:
+    """ValueError naming the layer unless ``groups`` divides both channel counts (``None``: not known yet).
+
+    Args:
+        in_channels: the input channel count, or None when not known yet.
+        out_channels: the output channel count.
+        groups: the number of groups.
+        layer: the layer's name, for the error message.
+
+    Example:
+        >>> check_groups(4, 8, 2, "Conv2D")  # fine: returns None
+        >>> check_groups(4, 6, 4, "Conv2D")
+        Traceback (most recent call last):
+        ...
+        ValueError: Conv2D: out_channels (6) must be divisible by groups (4)
+    """
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{layer}: groups must be a positive int, got {groups!r}")
+    if out_channels % groups:
+        raise ValueError(f"{layer}: out_channels ({out_channels}) must be divisible by groups ({groups})")
+    if in_channels is not None and in_channels % groups:
+        raise ValueError(f"{layer}: in_channels ({in_channels}) must be divisible by groups ({groups})")
+
+
+def grouped_conv2d_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, geom: ConvGeometry, groups: int) -> np.ndarray:
+    """Reference grouped convolution: :func:`conv2d_forward` on each block of channels.
+
+    Args:
+        x: the input, (N, C, H, W).
+        W: the kernel, (O, C/groups, kh, kw).
+        b: the bias, (O,), or None.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups (dividing C and O).
+
+    Returns:
+        ``y``, (N, O, OH, OW).
+
+    Example:
+        >>> x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]  # (1, 2, 3, 3)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y = grouped_conv2d_forward(x, np.ones((2, 1, 2, 2)), None, g, groups=2)
+        >>> y.shape, float(y[0, 0, 0, 0]), float(y[0, 1, 0, 0])
+        ((1, 2, 2, 2), 4.0, 8.0)
+    """
+    cg, og = W.shape[1], W.shape[0] // groups
+    ys = [conv2d_forward(x[:, g * cg : (g + 1) * cg], W[g * og : (g + 1) * og], None, geom)[0] for g in range(groups)]
+    y = np.concatenate(ys, axis=1)
+    return y if b is None else y + b[:, None, None]
+
+
+def grouped_conv2d_backward(
+    dy: np.ndarray, x: np.ndarray, W: np.ndarray, geom: ConvGeometry, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference gradients of :func:`grouped_conv2d_forward`: :func:`conv2d_backward` on each block.
+
+    Args:
+        dy: ``dL/dy``, (N, O, OH, OW).
+        x: the forward input, (N, C, H, W).
+        W: the kernel, (O, C/groups, kh, kw).
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups.
+
+    Returns:
+        ``dx`` (N, C, H, W), ``dW`` (O, C/groups, kh, kw) and ``db`` (O,).
+
+    Example:
+        >>> x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> dx, dW, db = grouped_conv2d_backward(np.ones((1, 2, 2, 2)), x, np.ones((2, 1, 2, 2)), g, 2)
+        >>> dW[:, 0, 0, 0], db
+        (array([4., 8.]), array([4., 4.]))
+    """
+    cg, og = W.shape[1], W.shape[0] // groups
+    dxs, dWs = [], []
+    for g in range(groups):
+        xg = x[:, g * cg : (g + 1) * cg]
+        dx, dW, _ = conv2d_backward(dy[:, g * og : (g + 1) * og], im2col(xg, geom), xg.shape, W[g * og : (g + 1) * og], geom)
+        dxs.append(dx)
+        dWs.append(dW)
+    return np.concatenate(dxs, axis=1), np.concatenate(dWs, axis=0), dy.sum(axis=(0, 2, 3))
+
+
+class GroupedConv2dPlan:
+    """The fast grouped convolution (any stride, dilation and padding) for one input shape.
+
+    Same interface as :class:`Conv2dPlan` (``forward``, ``backward``, ``input_grad``), same
+    batch-innermost (C, H, W, N) working layout, results returned as (N, C, H, W) views of it.
+    Two kernels:
+
+    * depthwise (one input channel per group): a direct sum over the ``kh * kw`` kernel taps,
+      ``y[c, j] = sum_{p,q} W[c*m + j, 0, p, q] * xp[c, rows_p, cols_q]``, one scalar-times-array
+      product per tap and channel, reading the input in place (im2col would copy it ``kh * kw``
+      times to feed a matrix product of inner dimension ``kh * kw``). With stride 1 the output
+      is computed on the padded input's full width (``OH * Wp * N`` pixels, the ``Wp - OW``
+      extra columns thrown away), where every tap is a *contiguous* slice of the flattened
+      channel, ``x_flat[c, offset(p, q) : offset(p, q) + OH*Wp*N]``: NumPy runs a contiguous
+      product about twice as fast as the same product over a strided view (measured: 8.5 vs
+      16 us for 28 rows of 1792 float32). dW is then one dot product per tap and channel, and
+      dx the adjoint, the same slices scatter-added. Other strides use strided views of
+      blocks of channels.
+    * otherwise: im2col per group, ``cols`` (G, C/G * kh * kw, OH*OW*N), and one batched matrix
+      product ``(G, O/G, C/G*kh*kw) @ cols``; dW and dx the same way, dx through col2im.
+
+    ``U``-style buffers (the padded input, ``cols``) are overwritten by every ``forward`` and
+    read by the ``backward`` that follows; returned arrays are fresh.
+
+    Args:
+        x_shape: ``(N, C, H, W)`` of the inputs it will see.
+        out_channels: O, the number of output channels.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups (dividing C and O; ``groups == C`` is depthwise).
+        dtype: the dtype of inputs and weights.
+        block_bytes: the size of a block of channels for the strided depthwise kernel (default: chosen here).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x, W = rng.normal(size=(2, 4, 5, 5)), rng.normal(size=(8, 1, 3, 3))  # depthwise, multiplier 2
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(2, 2), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> plan = GroupedConv2dPlan(x.shape, 8, g, groups=4, dtype=np.float64)
+        >>> bool(np.allclose(plan.forward(x, W, None), grouped_conv2d_forward(x, W, None, g, 4)))
+        True
+    """
+
+    def __init__(self, x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, groups: int,
+                 dtype: np.dtype, block_bytes: int | None = None) -> None:
+        n, c, h, w = x_shape
+        check_groups(c, out_channels, groups, "GroupedConv2dPlan")
+        self.x_shape = tuple(x_shape)
+        self.out_channels = o = int(out_channels)
+        self.groups = g = int(groups)
+        self.geom = geom
+        self.dtype = dtype = np.dtype(dtype)
+        self.oh, self.ow = oh, ow = geom.output_hw(h, w)
+        pt, pb, pl, pr = geom.padding
+        self.hp, self.wp = h + pt + pb, w + pl + pr
+        self.depthwise = c == g
+        self.multiplier = o // g  # output channels per group
+        self._xpad = np.zeros((c, self.hp, self.wp, n), dtype)  # zero borders written once
+        self._source: np.ndarray | None = None  # the padded input of the last forward
+        self._dy = np.empty((o, oh, ow, n), dtype)
+        self.flat = self.depthwise and geom.stride == (1, 1)
+        if self.flat:
+            kh, kw = geom.kh, geom.kw
+            (dh, dw), wp = geom.dilation, self.wp
+            self._frame = self.hp * wp * n  # one padded channel, flattened
+            self._L = oh * wp * n  # output pixels on the full padded width
+            # The last tap reads (kw - 1) * dw columns past the frame: a zero tail.
+            self._xflat = np.zeros((c, self._frame + (kw - 1) * dw * n), dtype)
+            self._offsets = [(p * dh * wp + q * dw) * n for p in range(kh) for q in range(kw)]
+            # Blocks of channels whose slices take <= 256 KiB (one channel of a 28x28 batch of 64
+            # already does): large images go channel by channel, small ones many channels per call.
+            self._block = max(1, min(c, (block_bytes or 256 << 10) // (self._L * dtype.itemsize)))
+            self._tmp = np.empty((self._block, self._L), dtype)
+            self._dy_wide = np.zeros((o, oh, wp, n), dtype)  # columns OW.. stay zero
+        elif self.depthwise:
+            # Blocks of channels whose output (and product buffer) take <= 256 KiB: larger
+            # blocks fall out of L2 on the benchmark's 28x28x64 images.
+            per_channel = self.multiplier * oh * ow * n * dtype.itemsize
+            self._block = max(1, min(c, (block_bytes or 256 << 10) // max(per_channel, 1)))
+            self._tmp = np.empty((self._block, self.multiplier, oh, ow, n), dtype)
+        else:
+            self._cols = np.empty((g, (c // g) * geom.kh * geom.kw, oh * ow * n), dtype)
+
+    # -- shared pieces -----------------------------------------------------------------------
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        n, c, h, w = self.x_shape
+        pt, _, pl, _ = self.geom.padding
+        x_chwn = x.transpose(1, 2, 3, 0)
+        if self.flat:
+            self._xflat[:, : self._frame].reshape(c, self.hp, self.wp, n)[:, pt : pt + h, pl : pl + w] = x_chwn
+            return self._xflat
+        if not self.depthwise and not any(self.geom.padding) and x_chwn.flags.c_contiguous:
+            return x_chwn  # batch-innermost already, and only read during the forward (into cols)
+        self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
+        return self._xpad
+
+    def _tap(self, a: np.ndarray, p: int, q: int) -> np.ndarray:
+        """Tap ``(p, q)`` of every window of ``a`` (C, Hp, Wp, N), a view (C, OH, OW, N)."""
+        rows, columns = _tap_slices(p, q, self.oh, self.ow, self.geom)
+        return a[:, rows, columns]
+
+    def _dy_chwn(self, dy: np.ndarray) -> np.ndarray:
+        dy_t = dy.transpose(1, 2, 3, 0)
+        if not dy_t.flags.c_contiguous:
+            np.copyto(self._dy, dy_t)
+            dy_t = self._dy
+        return dy_t
+
+    def _unpad(self, dxp: np.ndarray) -> np.ndarray:
+        n, c, h, w = self.x_shape
+        pt, _, pl, _ = self.geom.padding
+        return dxp[:, pt : pt + h, pl : pl + w, :].transpose(3, 0, 1, 2)
+
+    def _blocks(self) -> range:
+        return range(0, self.x_shape[1], self._block)
+
+    # -- passes ------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W) in any memory order."""
+        n = self.x_shape[0]
+        o, oh, ow = self.out_channels, self.oh, self.ow
+        self._source = source = self._pad(x)
+        if not self.depthwise:
+            g, kh, kw = self.groups, self.geom.kh, self.geom.kw
+            cols = self._cols.reshape(self.x_shape[1], kh, kw, oh, ow, n)
+            for p in range(kh):
+                for q in range(kw):
+                    np.copyto(cols[:, p, q], self._tap(source, p, q))
+            y = np.matmul(W.reshape(g, o // g, -1), self._cols).reshape(o, oh * ow * n)
+            if b is not None:
+                y += b[:, None]
+            return y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
+        m = self.multiplier
+        if self.flat:
+            return self._flat_forward(source, W, b)
+        y = np.empty((self.x_shape[1], m, oh, ow, n), self.dtype)
+        Wt = W.reshape(-1, m, self.geom.kh * self.geom.kw)[..., None, None, None]  # (C, m, taps, 1, 1, 1)
+        bias = None if b is None else b.reshape(-1, m, 1, 1, 1)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, self.x_shape[1])
+            y_block, tmp = y[c0:c1], self._tmp[: c1 - c0]
+            for t in range(self.geom.kh * self.geom.kw):
+                tap = self._tap(source[c0:c1], t // self.geom.kw, t % self.geom.kw)[:, None]
+                if t == 0:
+                    np.multiply(tap, Wt[c0:c1, :, t], out=y_block)
+                else:
+                    np.multiply(tap, Wt[c0:c1, :, t], out=tmp)
+                    y_block += tmp
+            if bias is not None:
+                y_block += bias[c0:c1]
+        return y.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
+
+    def backward(
+        self, dy: np.ndarray, W: np.ndarray, need_dx: bool = True, need_db: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW) after :meth:`forward`; ``None`` for what is not needed."""
+        o = self.out_channels
+        dy_t = self._dy_chwn(dy)
+        db = dy_t.reshape(o, -1).sum(axis=1) if need_db else None
+        if self._source is None:
+            raise RuntimeError("GroupedConv2dPlan: backward needs a forward first")
+        if not self.depthwise:
+            g = self.groups
+            dy_g = dy_t.reshape(g, o // g, -1)
+            dW = np.matmul(dy_g, self._cols.transpose(0, 2, 1)).reshape(W.shape)
+        elif self.flat:
+            dW = self._flat_dW(self._widen(dy_t), W)
+        else:
+            dW = self._depthwise_dW(dy_t, W)
+        dx = self._input_grad(dy_t, W, widened=self.flat) if need_dx else None
+        return dx, dW, db
+
+    # -- depthwise, stride 1: contiguous slices of the flattened channels ----------------------
+    def _flat_forward(self, source: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        n, c = self.x_shape[:2]
+        m, o, L = self.multiplier, self.out_channels, self._L
+        Wt = W.reshape(c, m, -1, 1)  # (C, m, taps, 1): one scalar per row of a block
+        wide = np.empty((c, m, L), self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            x_b, tmp = source[c0:c1], self._tmp[: c1 - c0]
+            for j in range(m):
+                out = wide[c0:c1, j]
+                for t, offset in enumerate(self._offsets):
+                    if t == 0:
+                        np.multiply(x_b[:, offset : offset + L], Wt[c0:c1, j, t], out=out)
+                    else:
+                        np.multiply(x_b[:, offset : offset + L], Wt[c0:c1, j, t], out=tmp)
+                        out += tmp
+        valid = wide.reshape(o, self.oh, self.wp, n)[:, :, : self.ow]
+        y = np.empty((o, self.oh, self.ow, n), self.dtype)
+        if b is None:
+            np.copyto(y, valid)
+        else:
+            np.add(valid, b[:, None, None, None], out=y)
+        return y.transpose(3, 0, 1, 2)
+
+    def _widen(self, dy_t: np.ndarray) -> np.ndarray:
+        """``dy`` on the full padded width (zeros in the extra columns), flattened: (C, m, OH*Wp*N)."""
+        self._dy_wide[:, :, : self.ow] = dy_t
+        return self._dy_wide.reshape(self.x_shape[1], self.multiplier, self._L)
+
+    def _flat_dW(self, dy_wide: np.ndarray, W: np.ndarray) -> np.ndarray:
+        c, m, L = self.x_shape[1], self.multiplier, self._L
+        dW = np.empty((len(self._offsets), c, m, 1), self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            x_b, dy_b = self._source[c0:c1], dy_wide[c0:c1]
+            for t, offset in enumerate(self._offsets):  # one (m, L) @ (L, 1) product per channel
+                np.matmul(dy_b, x_b[:, offset : offset + L, None], out=dW[t, c0:c1])
+        return np.ascontiguousarray(dW[..., 0].transpose(1, 2, 0)).reshape(W.shape)
+
+    def _flat_input_grad(self, dy_wide: np.ndarray, W: np.ndarray) -> np.ndarray:
+        n, c, h, w = self.x_shape
+        m, L = self.multiplier, self._L
+        pt, _, pl, _ = self.geom.padding
+        Wt = W.reshape(c, m, -1, 1)
+        dx_flat = np.zeros(self._xflat.shape, self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            dx_b, tmp = dx_flat[c0:c1], self._tmp[: c1 - c0]
+            for j in range(m):
+                for t, offset in enumerate(self._offsets):
+                    np.multiply(dy_wide[c0:c1, j], Wt[c0:c1, j, t], out=tmp)
+                    target = dx_b[:, offset : offset + L]
+                    target += tmp
+        dxp = dx_flat[:, : self._frame].reshape(c, self.hp, self.wp, n)
+        return dxp[:, pt : pt + h, pl : pl + w].transpose(3, 0, 1, 2)
+
+    def input_grad(self, dy: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``dx`` alone for ``dy``: the adjoint of :meth:`forward`, which it does not need first."""
+        return self._input_grad(self._dy_chwn(dy), W)
+
+    def _depthwise_dW(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``dW[c*m + j, 0, p, q] = <dy[c*m + j], tap (p, q) of x[c]>``, one product and sum per tap and block."""
+        c, m, kw, taps = self.x_shape[1], self.multiplier, self.geom.kw, self.geom.kh * self.geom.kw
+        dy_c = dy_t.reshape(c, m, self.oh, self.ow, -1)
+        dW = np.empty((c, m, taps), self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            tmp = self._tmp[: c1 - c0]
+            for t in range(taps):
+                np.multiply(self._tap(self._source[c0:c1], t // kw, t % kw)[:, None], dy_c[c0:c1], out=tmp)
+                dW[c0:c1, :, t] = tmp.reshape(c1 - c0, m, -1).sum(axis=2)
+        return dW.reshape(W.shape)
+
+    def _input_grad(self, dy_t: np.ndarray, W: np.ndarray, widened: bool = False) -> np.ndarray:
+        if self.flat:  # ``widened``: _widen(dy_t) is already in its buffer (backward filled it for dW)
+            dy_wide = self._dy_wide.reshape(self.x_shape[1], self.multiplier, self._L) if widened else self._widen(dy_t)
+            return self._flat_input_grad(dy_wide, W)
+        n, c = self.x_shape[:2]
+        kh, kw = self.geom.kh, self.geom.kw
+        dxp = np.zeros((c, self.hp, self.wp, n), self.dtype)
+        if not self.depthwise:
+            g, o = self.groups, self.out_channels
+            W_t = W.reshape(g, o // g, -1).transpose(0, 2, 1)  # (G, C/G*kh*kw, O/G)
+            dcols = np.matmul(W_t, dy_t.reshape(g, o // g, -1)).reshape(c, kh, kw, self.oh, self.ow, n)
+            for p in range(kh):
+                for q in range(kw):
+                    self._tap(dxp, p, q)[...] += dcols[:, p, q]
+            return self._unpad(dxp)
+        m = self.multiplier
+        dy_c = dy_t.reshape(c, m, self.oh, self.ow, n)
+        Wt = W.reshape(c, m, kh * kw)
+        share = np.empty((self._block, 1, self.oh, self.ow, n), self.dtype)
+        for c0 in self._blocks():
+            c1 = min(c0 + self._block, c)
+            for t in range(kh * kw):
+                if m == 1:  # dx tap = w * dy
+                    np.multiply(dy_c[c0:c1], Wt[c0:c1, :, t, None, None, None], out=share[: c1 - c0])
+                else:  # dx tap = sum_j w_j * dy_j: a (1, m) @ (m, pixels) product per channel
+                    np.matmul(Wt[c0:c1, None, :, t], dy_c[c0:c1].reshape(c1 - c0, m, -1),
+                              out=share[: c1 - c0].reshape(c1 - c0, 1, -1))
+                self._tap(dxp[c0:c1], t // kw, t % kw)[...] += share[: c1 - c0, 0]
+        return self._unpad(dxp)
+
+
+def conv_plan(x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, groups: int,
+              dtype: np.dtype) -> Conv2dPlan | GroupedConv2dPlan:
+    """The fast plan for a convolution: :class:`Conv2dPlan` where it applies (one group, stride 1
+    along the height), :class:`GroupedConv2dPlan` otherwise (any groups, stride and dilation).
+
+    Args:
+        x_shape: ``(N, C, H, W)``.
+        out_channels: O.
+        geom: the convolution's :class:`ConvGeometry`.
+        groups: the number of groups.
+        dtype: the dtype of inputs and weights.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> type(conv_plan((8, 3, 28, 28), 16, g, 1, np.float32)).__name__
+        'Conv2dPlan'
+        >>> type(conv_plan((8, 4, 28, 28), 4, g, 4, np.float32)).__name__
+        'GroupedConv2dPlan'
+    """
+    if groups == 1 and fast_conv_supported(geom):
+        return Conv2dPlan(x_shape, out_channels, geom, dtype)
+    return GroupedConv2dPlan(x_shape, out_channels, geom, groups, dtype)

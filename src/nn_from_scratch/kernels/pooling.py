@@ -1,0 +1,245 @@
+"""Max and average pooling kernels (any stride, padding and dilation), forward and backward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .geometry import ConvGeometry, _tap_slices, pad2d, zeros_in_layout_of
+
+
+# -- pooling --------------------------------------------------------------------------------
+# The pooling kernels loop over the kh * kw window taps only; each iteration is one strided
+# operation over the whole batch and all channels. Tap ``t`` is window element ``(t // kw, t % kw)``.
+
+
+def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Pooling windows of ``x`` (N, C, H, W) as a view ``(N, C, OH, OW, kh, kw)``.
+
+    ``x`` must already be padded (with ``-inf`` for max pooling, zeros for average), so
+    ``geom.padding`` is not applied again here.
+
+    Args:
+        x: the already padded input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> w = pool_windows(x, g)
+        >>> w.shape
+        (1, 1, 2, 2, 2, 2)
+        >>> w[0, 0, 1, 0]
+        array([[ 8.,  9.],
+               [12., 13.]])
+    """
+    n, c, h, w = x.shape
+    oh, ow = geom._replace(padding=(0, 0, 0, 0)).output_hw(h, w)
+    sn, sc, sh_, sw_ = x.strides
+    sh, sw = geom.stride
+    dh, dw = geom.dilation
+    return as_strided(
+        x,
+        shape=(n, c, oh, ow, geom.kh, geom.kw),
+        strides=(sn, sc, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw),
+        writeable=False,
+    )
+
+
+
+
+def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``y[n, c, i, j] = max`` of the window at ``(i, j)``, the input padded with ``-inf``.
+
+    Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
+    Ties go to the *first* maximal tap in row-major window order, as in PyTorch's CPU
+    ``max_pool2d``. A NaN in a window makes its output NaN and its ``argmax`` the window's last
+    NaN; a window whose elements are all ``-inf`` has its first element (not padding) as
+    ``argmax``. Both as in torch: the gradient never lands on padding, where it would be lost.
+
+    Args:
+        x: the input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, argmax = max_pool2d_forward(x, g)
+        >>> y[0, 0]
+        array([[ 5.,  7.],
+               [13., 15.]])
+        >>> argmax[0, 0]
+        array([[3, 3],
+               [3, 3]], dtype=uint8)
+    """
+    xp = pad2d(x, geom.padding, -np.inf, keep_layout=True)
+    windows = pool_windows(xp, geom)
+    # Outputs in the memory order of x (order "K"): a convolution's output is batch-innermost
+    # (see Conv2dPlan), and mixing orders makes every element-wise pass a strided gather.
+    y = windows[..., 0, 0].copy(order="K")
+    taps = geom.kh * geom.kw
+    argmax = np.zeros_like(y, dtype=np.uint8 if taps <= 256 else np.int32)
+    better = np.empty_like(y, dtype=bool)
+    for t in range(1, taps):
+        tap = windows[..., t // geom.kw, t % geom.kw]
+        np.greater(tap, y, out=better)
+        np.maximum(y, tap, out=y)
+        # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
+        all_ones = -better.astype(argmax.dtype)
+        argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
+    if not np.isfinite(y).all():  # rare: fix those windows up here rather than test every tap above
+        all_minus_inf = np.isneginf(y)
+        if all_minus_inf.any() and any(geom.padding):  # -inf padding tied with -inf elements and won
+            inside = pool_windows(pad2d(np.ones((1, 1) + x.shape[2:], dtype=bool), geom.padding, False), geom)
+            for t in reversed(range(taps)):
+                argmax[all_minus_inf & inside[..., t // geom.kw, t % geom.kw]] = t
+        for t in range(taps):
+            argmax[np.isnan(windows[..., t // geom.kw, t % geom.kw])] = t
+    return y, argmax
+
+
+def max_pool2d_backward(
+    dy: np.ndarray, argmax: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry
+) -> np.ndarray:
+    """Adjoint of :func:`max_pool2d_forward`: each ``dy`` goes to its window's maximum; overlaps add up.
+
+    Args:
+        dy: ``dL/dy``, (N, C, OH, OW).
+        argmax: the tap indices from :func:`max_pool2d_forward`, (N, C, OH, OW).
+        x_shape: ``(N, C, H, W)`` of the input.
+        geom: the pooling's :class:`ConvGeometry`.
+
+    Returns:
+        ``dx`` of ``x_shape``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> y, argmax = max_pool2d_forward(x, g)
+        >>> max_pool2d_backward(np.ones_like(y), argmax, x.shape, g)[0, 0]
+        array([[0., 0., 0., 0.],
+               [0., 1., 0., 1.],
+               [0., 0., 0., 0.],
+               [0., 1., 0., 1.]])
+    """
+    n, c, h, w = x_shape
+    pt, pb, pl, pr = geom.padding
+    oh, ow = dy.shape[2:]
+    dxp = zeros_in_layout_of(argmax, (n, c, h + pt + pb, w + pl + pr), dy.dtype)  # x's memory order
+    overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
+    # dy * [argmax == t] is ~10x faster than np.where, but inf * 0 would be NaN: only when finite.
+    finite = bool(np.isfinite(dy).all())
+    share = np.empty_like(argmax, dtype=dy.dtype)
+    if share.strides != dy.strides:  # one transposing copy beats kh*kw strided products
+        np.copyto(share, dy)
+        dy, share = share, np.empty_like(share)
+    for t in range(geom.kh * geom.kw):
+        rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
+        if finite:
+            np.multiply(dy, argmax == t, out=share)
+        else:
+            share = np.where(argmax == t, dy, dy.dtype.type(0))
+        if overlapping:
+            dxp[:, :, rows, columns] += share
+        else:  # each input pixel is in one window at most
+            dxp[:, :, rows, columns] = share
+    return dxp[:, :, pt : pt + h, pl : pl + w]
+
+
+def avg_pool2d_divisor(h: int, w: int, geom: ConvGeometry, count_include_pad: bool, dtype: np.dtype) -> np.ndarray:
+    """Number of elements each window's sum is divided by, shape ``(OH, OW)`` (broadcasts over N, C).
+
+    ``count_include_pad=True``: always ``kh * kw`` (torch's default). ``False``: only the
+    elements of the window that lie inside the unpadded input (Keras' ``"same"`` pooling).
+
+    Args:
+        h: the input height.
+        w: the input width.
+        geom: the pooling's :class:`ConvGeometry`.
+        count_include_pad: count padded elements (torch's default) or not.
+        dtype: the result's dtype.
+
+    Example:
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> avg_pool2d_divisor(3, 3, g, count_include_pad=False, dtype=np.float64)
+        array([[4., 6., 4.],
+               [6., 9., 6.],
+               [4., 6., 4.]])
+    """
+    oh, ow = geom.output_hw(h, w)
+    if count_include_pad:
+        return np.full((oh, ow), geom.kh * geom.kw, dtype=dtype)
+    return _window_sums(pad2d(np.ones((1, 1, h, w), dtype=dtype), geom.padding), geom)[0, 0]
+
+
+def _window_sums(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    windows = pool_windows(xp, geom)
+    total = windows[..., 0, 0].copy()
+    for t in range(1, geom.kh * geom.kw):
+        total += windows[..., t // geom.kw, t % geom.kw]
+    return total
+
+
+def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -> np.ndarray:
+    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``.
+
+    Args:
+        x: the input, (N, C, H, W).
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: :func:`avg_pool2d_divisor`'s ``(OH, OW)``.
+
+    Returns:
+        ``y``, (N, C, OH, OW).
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_forward(x, g, d)[0, 0]
+        array([[ 2.5,  4.5],
+               [10.5, 12.5]])
+    """
+    y = _window_sums(pad2d(x, geom.padding), geom)
+    y /= divisor
+    return y
+
+
+def avg_pool2d_backward(
+    dy: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, divisor: np.ndarray
+) -> np.ndarray:
+    """Adjoint of :func:`avg_pool2d_forward`: every window element gets ``dy / divisor``; overlaps add up.
+
+    Args:
+        dy: ``dL/dy``, (N, C, OH, OW).
+        x_shape: ``(N, C, H, W)`` of the input.
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: the ``divisor`` the forward pass used, (OH, OW).
+
+    Returns:
+        ``dx`` of ``x_shape``.
+
+    Example:
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 4, 4), g, d)[0, 0]
+        array([[0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25]])
+    """
+    n, c, h, w = x_shape
+    pt, pb, pl, pr = geom.padding
+    oh, ow = dy.shape[2:]
+    share = dy / divisor
+    dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=share.dtype)
+    overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
+    for t in range(geom.kh * geom.kw):
+        rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
+        if overlapping:
+            dxp[:, :, rows, columns] += share
+        else:  # each input pixel is in one window at most
+            dxp[:, :, rows, columns] = share
+    return dxp[:, :, pt : pt + h, pl : pl + w]
+
+
