@@ -175,3 +175,118 @@ def test_bad_inputs_raise_clear_errors() -> None:
         layer.forward(np.ones((2, 1, 5, 5)))
     with pytest.raises(ValueError, match="GlobalAveragePooling"):
         GlobalAveragePooling().forward(np.ones((2, 3)))
+
+
+# -- the fast average-pooling kernels against their references, in any memory layout ---------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from nn_from_scratch import kernels  # noqa: E402
+
+
+def batch_innermost(x: np.ndarray) -> np.ndarray:
+    """The same values as an (N, C, H, W) view of a (C, H, W, N) buffer (a fast convolution's output)."""
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+LAYOUTS = {
+    "nchw": lambda x: np.ascontiguousarray(x),
+    "batch_innermost": batch_innermost,
+    "strided": lambda x: np.pad(x, ((0, 0), (0, 1), (0, 0), (2, 0)))[:, :-1, :, 2:],  # a non-contiguous slice
+}
+
+
+@given(
+    n=st.integers(1, 4), c=st.integers(1, 4), h=st.integers(1, 11), w=st.integers(1, 11),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 4), sw=st.integers(1, 4),
+    dh=st.integers(1, 2), dw=st.integers(1, 2), pads=st.tuples(*[st.integers(0, 2)] * 4),
+    count_include_pad=st.booleans(), layout=st.sampled_from(sorted(LAYOUTS)), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=300, deadline=None)
+def test_fast_average_pooling_matches_reference(n, c, h, w, kh, kw, sh, sw, dh, dw, pads, count_include_pad, layout, seed):
+    """float64, 1e-12: forward and backward, any stride, dilation, padding (at most half the window,
+    as torch requires), count_include_pad and memory layout; results keep the input's layout."""
+    pads = (min(pads[0], kh // 2), min(pads[1], kh // 2), min(pads[2], kw // 2), min(pads[3], kw // 2))
+    geom = kernels.ConvGeometry(kh, kw, (sh, sw), (dh, dw), pads)
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1 or not kernels.avg_pool2d_divisor(h, w, geom, False, np.float64).all():
+        return  # no output, or a window (dilated) that lies in the padding only: torch has neither
+    rng = np.random.default_rng(seed)
+    x = LAYOUTS[layout](rng.standard_normal((n, c, h, w)))
+    divisor = kernels.avg_pool2d_divisor(h, w, geom, count_include_pad, np.float64)
+    y = kernels.avg_pool2d_forward(x, geom, divisor)
+    y_ref = kernels.avg_pool2d_forward_reference(np.ascontiguousarray(x), geom, divisor)
+    assert rel_err(y, y_ref) <= 1e-12
+    dy = LAYOUTS[layout](rng.standard_normal(y.shape))
+    dx = kernels.avg_pool2d_backward(dy, x.shape, geom, divisor, kernels.memory_order(x))
+    dx_ref = kernels.avg_pool2d_backward_reference(np.ascontiguousarray(dy), x.shape, geom, divisor)
+    assert rel_err(dx, dx_ref) <= 1e-12
+    if layout != "strided":  # the result is laid out as the input, e.g. batch innermost
+        assert kernels.memory_order(y) == kernels.memory_order(x) or 1 in y.shape
+        assert kernels.memory_order(dx) == kernels.memory_order(x) or 1 in dx.shape
+        order = kernels.memory_order(x)
+        assert y.transpose(order).flags.c_contiguous and dx.transpose(order).flags.c_contiguous
+
+
+def test_average_pooling_keeps_a_batch_innermost_layout_in_both_passes():
+    """The layer's output and dL/dx are batch-innermost for batch-innermost input (no C-order copy,
+    no NCHW gradient), with the values of the C-order input, whatever layout dL/dy comes in."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 4, 8, 10))
+    layer = AveragePooling(2)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    layer = AveragePooling(2)
+    y2 = layer.forward(batch_innermost(x))
+    assert y2.transpose(1, 2, 3, 0).flags.c_contiguous
+    np.testing.assert_array_equal(y2, y)
+    for dy_layout in (dy, batch_innermost(dy)):
+        dx2 = layer.backward(dy_layout)
+        assert dx2.transpose(1, 2, 3, 0).flags.c_contiguous
+        np.testing.assert_array_equal(dx2, dx)
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+@pytest.mark.parametrize("pool, stride, padding, count_include_pad", [
+    (2, None, 0, True), (3, 2, 1, True), (3, 2, 1, False), ((3, 2), (1, 2), (1, 0), False), (3, 1, 1, True)])
+def test_average_pooling_on_batch_innermost_input_matches_torch(dtype, tol, pool, stride, padding, count_include_pad):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
+    layer = AveragePooling(pool, stride, padding, count_include_pad=count_include_pad)
+    y = layer.forward(batch_innermost(x))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(batch_innermost(dy))
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = F.avg_pool2d(x_t, layer.pool_size, layer.stride, padding=layer.geometry.padding[::2],
+                       count_include_pad=count_include_pad)
+    y_t.backward(torch.tensor(dy))
+    assert y.dtype == dx.dtype == dtype
+    assert rel_err(y, y_t.detach().numpy()) <= tol
+    assert rel_err(dx, x_t.grad.numpy()) <= tol
+
+
+# -- max pooling's index cache: one byte per output while the window has at most 256 taps -------
+@needs_torch
+@pytest.mark.parametrize("pool, index_dtype", [(16, np.uint8), (17, np.int32)])
+def test_max_pooling_index_cache_is_one_byte_up_to_256_taps(pool, index_dtype):
+    """The argmax cache holds uint8 tap indices (8x less than torch's int64 indices) up to 16x16 = 256
+    taps, int32 beyond; the gradient lands on the last tap (index 255, 288) as in torch."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, pool, pool))
+    x[:, :, -1, -1] = 10.0  # the window's last tap is the maximum
+    layer = MaxPooling(pool)
+    y = layer.forward(batch_innermost(x))
+    assert layer._argmax.dtype == index_dtype and layer._argmax.shape == y.shape
+    np.testing.assert_array_equal(layer._argmax, pool * pool - 1)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    x_t = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(x_t, pool).backward(torch.tensor(dy))
+    np.testing.assert_array_equal(dx, x_t.grad.numpy())

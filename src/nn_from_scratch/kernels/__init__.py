@@ -43,10 +43,14 @@ from .geometry import (
 from .normalization import batch_norm_train_backward, batch_norm_train_forward, channel_blocks, from_channel_blocks
 from .pooling import (
     avg_pool2d_backward,
+    avg_pool2d_backward_reference,
     avg_pool2d_divisor,
     avg_pool2d_forward,
+    avg_pool2d_forward_reference,
+    empty_in_order,
     max_pool2d_backward,
     max_pool2d_forward,
+    memory_order,
     pool_windows,
 )
 from .resample import (

@@ -181,8 +181,123 @@ def _window_sums(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     return total
 
 
+# The average-pooling kernels below are the fast ones: no padded copy of the input, no
+# temporaries of its size, and results in the input's memory layout (batch-innermost after a
+# fast convolution, see Conv2dPlan), so that the layers around them never mix layouts. Each
+# window tap is one strided operation over the part of the output whose windows it reaches:
+# y[:, :, rows_out, cols_out] += x[:, :, rows_in, cols_in] (a 2x2 stride-2 pool is the sum of
+# four strided views of x). The references beside them (``*_reference``) pad, gather and
+# scatter as the definition reads; tests/test_pooling.py holds one against the other.
+
+
+def memory_order(a: np.ndarray) -> tuple[int, ...]:
+    """The axes of ``a`` from outermost to innermost in memory (sorted by stride, stable).
+
+    Args:
+        a: any array.
+
+    Example:
+        >>> memory_order(np.zeros((2, 3, 4, 5)))
+        (0, 1, 2, 3)
+        >>> memory_order(np.zeros((3, 4, 5, 2)).transpose(3, 0, 1, 2))  # batch innermost
+        (1, 2, 3, 0)
+    """
+    return tuple(int(i) for i in np.argsort([-abs(s) for s in a.strides], kind="stable"))
+
+
+def empty_in_order(order: tuple[int, ...], shape: tuple[int, ...], dtype: np.dtype, zeros: bool = False) -> np.ndarray:
+    """An array of ``shape`` whose axes lie in memory in ``order`` (outermost first), as :func:`memory_order` gives.
+
+    Args:
+        order: the axes, outermost first.
+        shape: the array's shape.
+        dtype: its dtype.
+        zeros: zero-filled (else uninitialised).
+
+    Example:
+        >>> a = empty_in_order((1, 2, 3, 0), (2, 3, 4, 5), np.float32)
+        >>> a.shape, memory_order(a)
+        ((2, 3, 4, 5), (1, 2, 3, 0))
+    """
+    make = np.zeros if zeros else np.empty
+    return make([shape[i] for i in order], dtype).transpose(np.argsort(order))
+
+
+def _tap_ranges(p: int, q: int, h: int, w: int, oh: int, ow: int, geom: ConvGeometry) -> tuple[slice, slice, slice, slice] | None:
+    """Where window tap ``(p, q)`` falls inside the unpadded input: ``(out_rows, out_cols, in_rows, in_cols)``.
+
+    Output ``(i, j)`` reads input ``(i*sh + p*dh - pad_top, j*sw + q*dw - pad_left)``; the
+    slices cover the outputs for which that element exists. ``None`` when there are none.
+    """
+    pt, _, pl, _ = geom.padding
+
+    def axis(tap: int, stride: int, dilation: int, pad: int, size: int, out: int) -> tuple[slice, slice] | None:
+        offset = tap * dilation - pad  # input index of output 0's element
+        lo = max(0, -(offset // stride) if offset < 0 else 0)  # first output whose element is >= 0
+        hi = min(out - 1, (size - 1 - offset) // stride)  # last output whose element is < size
+        if lo > hi:
+            return None
+        first = lo * stride + offset
+        return slice(lo, hi + 1), slice(first, first + stride * (hi - lo) + 1, stride)
+
+    rows = axis(p, geom.stride[0], geom.dilation[0], pt, h, oh)
+    cols = axis(q, geom.stride[1], geom.dilation[1], pl, w, ow)
+    if rows is None or cols is None:
+        return None
+    return rows[0], cols[0], rows[1], cols[1]
+
+
+def _divisor_value(divisor: np.ndarray) -> np.ndarray | np.generic:
+    """``divisor`` as one scalar when all its entries are equal (the usual case): a cheaper division, the same result."""
+    first = divisor.flat[0]
+    return first if (divisor == first).all() else divisor
+
+
 def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -> np.ndarray:
-    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``.
+    """``y[n, c, i, j] = (sum of the zero-padded window at (i, j)) / divisor[i, j]``, in ``x``'s memory layout.
+
+    The taps are summed in row-major window order, as :func:`avg_pool2d_forward_reference`
+    does (the padding's zeros left out: adding 0 changes nothing), then divided.
+
+    Args:
+        x: the input, (N, C, H, W), in any memory layout (e.g. a batch-innermost view).
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: :func:`avg_pool2d_divisor`'s ``(OH, OW)``.
+
+    Returns:
+        ``y``, (N, C, OH, OW), laid out in memory as ``x``.
+
+    Example:
+        >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_forward(x, g, d)[0, 0]
+        array([[ 2.5,  4.5],
+               [10.5, 12.5]])
+    """
+    n, c, h, w = x.shape
+    oh, ow = geom.output_hw(h, w)
+    taps = [r for t in range(geom.kh * geom.kw) if (r := _tap_ranges(t // geom.kw, t % geom.kw, h, w, oh, ow, geom))]
+    full = slice(0, oh), slice(0, ow)
+    covers = [r[:2] == full for r in taps]
+    y = empty_in_order(memory_order(x), (n, c, oh, ow), x.dtype, zeros=not (taps and covers[0]))
+    if taps and covers[0]:
+        first = x[:, :, taps[0][2], taps[0][3]]
+        if len(taps) > 1 and covers[1]:
+            np.add(first, x[:, :, taps[1][2], taps[1][3]], out=y)
+            taps = taps[2:]
+        else:
+            np.copyto(y, first)
+            taps = taps[1:]
+    for out_rows, out_cols, in_rows, in_cols in taps:
+        target = y[:, :, out_rows, out_cols]
+        np.add(target, x[:, :, in_rows, in_cols], out=target)
+    y /= _divisor_value(divisor)
+    return y
+
+
+def avg_pool2d_forward_reference(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -> np.ndarray:
+    """The reference of :func:`avg_pool2d_forward`: zero-pad, sum each window's view, divide (C-order result).
 
     Args:
         x: the input, (N, C, H, W).
@@ -195,8 +310,7 @@ def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -
     Example:
         >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
         >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
-        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
-        >>> avg_pool2d_forward(x, g, d)[0, 0]
+        >>> avg_pool2d_forward_reference(x, g, avg_pool2d_divisor(4, 4, g, True, np.float64))[0, 0]
         array([[ 2.5,  4.5],
                [10.5, 12.5]])
     """
@@ -206,9 +320,57 @@ def avg_pool2d_forward(x: np.ndarray, geom: ConvGeometry, divisor: np.ndarray) -
 
 
 def avg_pool2d_backward(
-    dy: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, divisor: np.ndarray
+    dy: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    geom: ConvGeometry,
+    divisor: np.ndarray,
+    x_order: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Adjoint of :func:`avg_pool2d_forward`: every window element gets ``dy / divisor``; overlaps add up.
+
+    Args:
+        dy: ``dL/dy``, (N, C, OH, OW), in any memory layout.
+        x_shape: ``(N, C, H, W)`` of the input.
+        geom: the pooling's :class:`ConvGeometry`.
+        divisor: the ``divisor`` the forward pass used, (OH, OW).
+        x_order: the input's :func:`memory_order`: ``dx`` is laid out so (default: C order).
+
+    Returns:
+        ``dx`` of ``x_shape``, laid out in memory in ``x_order``.
+
+    Example:
+        >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
+        >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
+        >>> avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 4, 4), g, d)[0, 0]
+        array([[0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25],
+               [0.25, 0.25, 0.25, 0.25]])
+    """
+    n, c, h, w = x_shape
+    oh, ow = dy.shape[2:]
+    order = tuple(range(4)) if x_order is None else tuple(x_order)
+    share = empty_in_order(order, dy.shape, dy.dtype)  # dy / divisor, moved to x's layout in the same pass
+    np.divide(dy, _divisor_value(divisor), out=share)
+    taps = [r for t in range(geom.kh * geom.kw) if (r := _tap_ranges(t // geom.kw, t % geom.kw, h, w, oh, ow, geom))]
+    span_h, span_w = (geom.kh - 1) * geom.dilation[0] + 1, (geom.kw - 1) * geom.dilation[1] + 1
+    overlapping = geom.stride[0] < span_h or geom.stride[1] < span_w
+    # Windows that tile x exactly write every element once: no zero fill needed.
+    tiles = geom.stride == (span_h, span_w) == (geom.kh, geom.kw) and not any(geom.padding) and (oh * geom.kh, ow * geom.kw) == (h, w)
+    dx = empty_in_order(order, tuple(x_shape), dy.dtype, zeros=not tiles)
+    for out_rows, out_cols, in_rows, in_cols in taps:
+        target = dx[:, :, in_rows, in_cols]
+        if overlapping:
+            np.add(target, share[:, :, out_rows, out_cols], out=target)
+        else:  # each input element is in one window at most
+            np.copyto(target, share[:, :, out_rows, out_cols])
+    return dx
+
+
+def avg_pool2d_backward_reference(
+    dy: np.ndarray, x_shape: tuple[int, int, int, int], geom: ConvGeometry, divisor: np.ndarray
+) -> np.ndarray:
+    """The reference of :func:`avg_pool2d_backward`: scatter ``dy / divisor`` onto a zero-padded image, crop.
 
     Args:
         dy: ``dL/dy``, (N, C, OH, OW).
@@ -222,24 +384,15 @@ def avg_pool2d_backward(
     Example:
         >>> g = ConvGeometry(kh=2, kw=2, stride=(2, 2), dilation=(1, 1), padding=(0, 0, 0, 0))
         >>> d = avg_pool2d_divisor(4, 4, g, True, np.float64)
-        >>> avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 4, 4), g, d)[0, 0]
-        array([[0.25, 0.25, 0.25, 0.25],
-               [0.25, 0.25, 0.25, 0.25],
-               [0.25, 0.25, 0.25, 0.25],
-               [0.25, 0.25, 0.25, 0.25]])
+        >>> avg_pool2d_backward_reference(np.ones((1, 1, 2, 2)), (1, 1, 4, 4), g, d)[0, 0, 0]
+        array([0.25, 0.25, 0.25, 0.25])
     """
     n, c, h, w = x_shape
     pt, pb, pl, pr = geom.padding
     oh, ow = dy.shape[2:]
     share = dy / divisor
     dxp = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=share.dtype)
-    overlapping = geom.stride[0] < geom.kh or geom.stride[1] < geom.kw
     for t in range(geom.kh * geom.kw):
         rows, columns = _tap_slices(t // geom.kw, t % geom.kw, oh, ow, geom)
-        if overlapping:
-            dxp[:, :, rows, columns] += share
-        else:  # each input pixel is in one window at most
-            dxp[:, :, rows, columns] = share
+        dxp[:, :, rows, columns] += share
     return dxp[:, :, pt : pt + h, pl : pl + w]
-
-

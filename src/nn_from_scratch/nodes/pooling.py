@@ -141,6 +141,8 @@ class AveragePooling(_Pooling2D):
 
     Backward: every element of window ``(i, j)`` receives ``dL/dy[n, c, i, j] / d[i, j]``;
     overlapping windows add up. Integer input is refused (``TypeError``), as in torch.
+    ``y`` and ``dL/dx`` are laid out in memory as the input (batch-innermost after a fast
+    convolution), so that the layers around it never mix layouts.
 
     Shapes: ``(N, C, H, W) -> (N, C, OH, OW)``, as :class:`MaxPooling`.
 
@@ -157,7 +159,7 @@ class AveragePooling(_Pooling2D):
                  [10.5, 12.5]]]])
     """
 
-    cache_attrs = ("_x_shape", "_dtype")
+    cache_attrs = ("_x_shape", "_dtype", "_x_order")
 
     def __init__(
         self,
@@ -185,11 +187,12 @@ class AveragePooling(_Pooling2D):
         x = _floating_input(self, self.check_input(x))
         self._x_shape = x.shape
         self._dtype = x.dtype
+        self._x_order = kernels.memory_order(x)
         return kernels.avg_pool2d_forward(x, self.geometry, self._divisor(x.dtype))
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0]).astype(self._dtype, copy=False)
-        return kernels.avg_pool2d_backward(dL_dy, self._x_shape, self.geometry, self._divisor(self._dtype))
+        return kernels.avg_pool2d_backward(dL_dy, self._x_shape, self.geometry, self._divisor(self._dtype), self._x_order)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}
