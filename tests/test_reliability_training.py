@@ -198,15 +198,20 @@ def test_the_previous_sigint_handler_is_back_after_a_step():
 
 # -- item 9: what is bit-identical across BLAS thread counts --------------------------------------
 def _seeded_cnn_training(threads: int) -> list[np.ndarray]:
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("threadpoolctl")
+    import nn_from_scratch
     from nn_from_scratch import zoo
 
-    with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+    # set_num_threads pins the count (threads.adapt would otherwise follow the machine's load)
+    nn_from_scratch.set_num_threads(threads)
+    try:
         model = zoo.seed_cnn(seed=0)
         model.compile(optimizer=GradientDescent(0.05, momentum=0.9), loss=SoftMaxLoss())
         rng = np.random.default_rng(0)
         model.fit(rng.random((48, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 48), epochs=1, batch_size=16,
                   verbose=0)
+    finally:
+        nn_from_scratch.set_num_threads(None)
     return model.get_weights()
 
 

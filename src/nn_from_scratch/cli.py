@@ -409,8 +409,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
                    help="floating type of the weights and inputs (default: float32)")
     p.add_argument("--save", metavar="PATH", default=None, help="write the trained model to PATH (safetensors)")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="BLAS threads (nn_from_scratch.set_num_threads; default: the cores that the load average "
-                        "leaves idle, at least 1 -- threads.default_num_threads -- or OPENBLAS/OMP/MKL_NUM_THREADS if set)")
+                   help="BLAS threads (nn_from_scratch.set_num_threads; default: OPENBLAS/OMP/MKL_NUM_THREADS if set, "
+                        "else the library's: the cores other processes leave idle, re-measured every 0.5 s while "
+                        "training, at least 1 -- nn_from_scratch.threads.adapt)")
     p.add_argument("--plot", metavar="DIR", default=None,
                    help="write the learning curves to DIR/history.png (needs matplotlib: the [plot] extra)")
     p.add_argument("--distributed", action="store_true",
@@ -432,14 +433,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     if args.plot is not None:
         _check_plot_dir(parser, args.plot)
-    from .threads import default_num_threads, set_num_threads
+    from .threads import set_num_threads
 
-    threads = args.threads
-    if threads is None and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
-        threads = default_num_threads()  # one thread on a busy machine: two collapse there (threads.py)
-    limits = threads is not None
+    # Without --threads the library's default follows the load (threads.adapt: one thread on a
+    # busy machine, where two collapse).
+    limits = args.threads is not None
     if limits:
-        set_num_threads(threads)
+        set_num_threads(args.threads)
     try:
         result = train(args.model, args.epochs, args.batch_size, args.lr, args.seed, args.train_size,
                        args.preprocessing, progress=not args.no_progress, dataset=args.dataset,

@@ -29,6 +29,7 @@ from .data import ArrayBatches, IterableBatches, sample_weights
 from .errors import TrainingDivergedError
 from .interfaces import TrainableModel
 from .progress import tqdm
+from .threads import adapt as adapt_threads
 from .losses import check_model_output
 from . import metrics as metrics_module
 
@@ -157,6 +158,7 @@ def train_batch(model: TrainableModel, x: np.ndarray, y: np.ndarray,
     # The forward pass updates buffers (batch norm's running statistics). They are put back when
     # the batch is not applied -- a NaN/inf loss, or an exception or Ctrl-C before the optimizer
     # step -- so the model is left exactly as before the batch (issue 13, items 6 and 8).
+    adapt_threads()  # BLAS threads follow the load unless chosen (threads.py, issue 9)
     buffers = [(b, b.copy()) for layer in model.layers for b in layer.buffers().values()]
     try:
         model.zero_grad()
@@ -565,6 +567,7 @@ def evaluate(
     for xb, yb, wb in tqdm(source.epoch(model.rng), total=source.steps, disable=verbose != 1, desc="evaluate",
                            unit="batch", file=sys.stdout):
         model.ensure_built(xb[:1])
+        adapt_threads()
         output = model.forward(cast_batch(model, xb), training=False)
         value = model.loss.forward(output, yb) if wb is None else model.loss.weighted_forward(output, yb, wb)
         loss_sum += float(value) * len(xb)
@@ -613,6 +616,7 @@ def predict(model: TrainableModel, x: Any, batch_size: int | None = 32, verbose:
     model.ensure_built(x[:1] if len(x) else x)
     if len(x) == 0:
         return np.empty((0,) + tuple(model.output_shape or ()), dtype=model.dtype or np.float64)
+    adapt_threads()
     if batch_size is None or len(x) <= batch_size:
         return model.forward(cast_batch(model, x), training=False)
     starts = range(0, len(x), int(batch_size))
