@@ -1,7 +1,8 @@
 """The fast convolution (``kernels.Conv2dPlan``) against the reference im2col/col2im kernels.
 
-Random shapes, padding (symmetric and not), width stride, dilation and memory layouts; every
-dW and dx kernel the plan can choose is forced in turn. float64: relative error <= 1e-12;
+Random shapes, padding (symmetric and not), strides (height strides run on row phases),
+dilation and memory layouts; every dW and dx kernel the plan can choose is forced in turn, and the
+inference forward (unrolled a block of rows at a time) is checked beside the training one. float64: relative error <= 1e-12;
 float32: <= 1e-5 against the float64 reference.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from nn_from_scratch import kernels
 from nn_from_scratch.neurons import Convolution
@@ -23,13 +26,12 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def random_case(rng: np.random.Generator, dtype, fast_only: bool = True):
-    """A random geometry the fast plan supports (stride 1 along the height), its inputs and weights."""
+def random_case(rng: np.random.Generator, dtype, max_stride: int = 4):
+    """A random geometry (any stride, dilation and padding), its inputs and weights."""
     while True:
         kh, kw = (int(v) for v in rng.integers(1, 6, size=2))
         dh, dw = (int(v) for v in rng.integers(1, 4, size=2))
-        sw = int(rng.integers(1, 4))
-        sh = 1 if fast_only else int(rng.integers(1, 4))
+        sh, sw = (int(v) for v in rng.integers(1, max_stride, size=2))
         padding = tuple(int(v) for v in rng.integers(0, 4, size=4))
         n, c, o = (int(v) for v in rng.integers(1, 5, size=3))
         h, w = (int(v) for v in rng.integers(1, 13, size=2))
@@ -62,6 +64,8 @@ def test_fast_conv_matches_reference(dtype, tol, seed):
         chunk = int(rng.integers(1, 40))  # several pixel chunks, the last one partial
         block_rows = int(rng.integers(1, 5))  # several blocks of rows in dx, the last one partial
         plan = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk, dx_block_rows=block_rows)
+        y = plan.forward(x, W, b, keep_for_backward=False)  # inference: blocks of rows, nothing kept
+        assert y.dtype == dtype and rel_err(y, y_ref) <= tol, geom
         y = plan.forward(x, W, b)
         assert y.dtype == dtype and rel_err(y, y_ref) <= tol, geom
         for dW_kernel in DW_KERNELS:
@@ -105,24 +109,55 @@ def test_fast_conv_results_are_not_overwritten_by_later_calls():
             np.testing.assert_array_equal(before, now)
 
 
-def test_plan_rejects_height_stride():
-    geom = kernels.ConvGeometry(3, 3, (2, 1), (1, 1), (0, 0, 0, 0))
-    assert not kernels.fast_conv_supported(geom)
-    with pytest.raises(ValueError, match="stride 1 along the height"):
-        kernels.Conv2dPlan((1, 1, 8, 8), 1, geom, np.float64)
+def test_inference_forward_keeps_nothing_for_a_backward():
+    geom = kernels.ConvGeometry(3, 3, (2, 1), (1, 1), (1, 1, 1, 1))
+    plan = kernels.Conv2dPlan((2, 3, 8, 8), 4, geom, np.float64)
+    rng = np.random.default_rng(3)
+    plan.forward(rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), None, keep_for_backward=False)
+    assert plan._U is None and plan._dy is None and plan._Z is None and plan._D is None
+    with pytest.raises(RuntimeError, match="keep_for_backward"):
+        plan.backward(np.zeros((2, 4, 4, 8)), np.zeros((4, 3, 3, 3)))
+
+
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), o=st.integers(1, 3),
+    h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    sh=st.integers(1, 5), sw=st.integers(1, 5), dh=st.integers(1, 3), dw=st.integers(1, 3),
+    pads=st.tuples(*[st.integers(0, 3)] * 4), chunk=st.integers(1, 50), block_rows=st.integers(1, 6),
+)
+@settings(max_examples=150, deadline=None)
+def test_fast_conv_property_any_geometry(n, c, o, h, w, kh, kw, sh, sw, dh, dw, pads, chunk, block_rows):
+    """Edges: one output row or column, strides larger than the kernel or the image, heavy padding."""
+    geom = kernels.ConvGeometry(kh, kw, (sh, sw), (dh, dw), pads)
+    oh, ow = geom.output_hw(h, w)
+    assume(oh >= 1 and ow >= 1)
+    rng = np.random.default_rng(n + 10 * c + 100 * h)
+    x, W, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c, kh, kw)), rng.standard_normal(o)
+    dy = rng.standard_normal((n, o, oh, ow))
+    y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
+    plan = kernels.Conv2dPlan(x.shape, o, geom, np.float64, chunk_pixels=chunk, dx_block_rows=block_rows)
+    assert rel_err(plan.forward(x, W, b, keep_for_backward=False), y_ref) <= 1e-12
+    assert rel_err(plan.forward(x, W, b), y_ref) <= 1e-12
+    for dx_kernel in DX_KERNELS:
+        plan.dx_kernel = dx_kernel
+        dx, dW, db = plan.backward(dy, W)
+        assert max(rel_err(dx, dx_ref), rel_err(dW, dW_ref), rel_err(db, db_ref)) <= 1e-12, dx_kernel
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_convolution_layer_fast_and_reference_paths(seed):
-    """The layer gives the reference's results on both paths (height stride > 1 takes the reference)."""
+    """The layer gives the reference's results for any stride, in training and in inference passes."""
     rng = np.random.default_rng(100 + seed)
     for _ in range(8):
-        geom, x, W, b, dy = random_case(rng, np.float64, fast_only=False)
+        geom, x, W, b, dy = random_case(rng, np.float64)
         layer = Convolution(
             x.shape[1:], (geom.kh, geom.kw), W.shape[0], padding=geom.padding, W=W, B=b,
             stride=geom.stride, dilation=geom.dilation, dtype=np.float64,
         )
         y_ref, dx_ref, dW_ref, db_ref = reference(x, W, b, dy, geom)
+        layer.keep_cache = False  # as a model's inference pass sets it
+        assert rel_err(layer.forward(x), y_ref) <= 1e-12
+        layer.keep_cache = True
         for _ in range(2):  # twice: the second call reuses the plan's buffers
             assert rel_err(layer.forward(x), y_ref) <= 1e-12
             layer.zero_grad()  # gradients accumulate across backward calls

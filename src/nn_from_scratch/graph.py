@@ -173,11 +173,12 @@ class Model(BaseModel):
         self._contexts = {}
         for node in self.nodes:
             layer = node.layer
-            layer.training = training
+            layer.training, layer.keep_cache = training, keep
             args = [values[t.id] for t in node.inputs]
             out = layer.forward(args if layer.n_inputs is None else args[0])
             if not keep:
                 layer.release_cache()
+                layer.keep_cache = True
                 for t in node.inputs:
                     remaining[t.id] -= 1
                     if remaining[t.id] == 0 and t.id != self.outputs[0].id:

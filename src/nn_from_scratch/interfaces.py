@@ -200,6 +200,9 @@ class Layer(ABC):
     can_skip_input_grad = False
     #: Names of the attributes where ``forward`` keeps what ``backward`` needs.
     cache_attrs: tuple[str, ...] = ()
+    #: False while a model runs an inference pass whose caches it will release unread: a layer
+    #: may then skip building them (a convolution unrolls its input a block at a time).
+    keep_cache = True
     #: How many inputs ``forward`` takes: 1, or None for a merge layer taking a list of any length.
     n_inputs: int | None = 1
 

@@ -135,10 +135,11 @@ class Sequential(BaseModel):
         x = np.asarray(x)
         self.ensure_built(x)
         for layer in self.layers:
-            layer.training = training
+            layer.training = layer.keep_cache = training
             x = layer.forward(x)
             if not training:
                 layer.release_cache()
+                layer.keep_cache = True
         return x
 
     __call__ = forward

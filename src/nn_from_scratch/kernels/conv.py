@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .blas import gemm
 from .geometry import ConvGeometry, _tap_slices, pad2d, window_view
 
 
@@ -187,42 +188,52 @@ def conv2d_backward(
 # With the batch innermost every copy and add moves runs of OW*N floats (whole output rows of
 # the batch) instead of OW, which is what makes the unrolling, the padding and the adjoint cheap.
 #
-# It needs stride 1 along the height (consecutive output rows = consecutive input rows); any
-# width stride, dilation and padding work. Other geometries use the reference. Results are
-# returned as (N, C, H, W) *views* of CHWN-ordered arrays: the next convolution reads that
-# order without a transposing copy, and element-wise layers keep it.
+# Strides along the height split the rows into *phases*: with stride ``sh`` output row ``i`` of
+# kernel row ``p`` reads input row ``i*sh + p*dh = (i + m_p)*sh + r_p`` (``r_p = p*dh % sh``,
+# ``m_p = p*dh // sh``), so U stores the rows phase by phase, ``U[c, q, r, m] = xp[c, m*sh + r]``,
+# and ``U_p = U[:, :, r_p, m_p : m_p + OH]`` is again a plain strided matrix. Stride 1 is the
+# special case of one phase. Every stride, dilation and padding therefore takes this path; the
+# reference stays as the tests' oracle.
+#
+# The products accumulate in place (:func:`.blas.gemm` with ``beta = 1``): no partial-product
+# buffers and no extra passes adding them up. Results are returned as (N, C, H, W) *views* of
+# CHWN-ordered arrays: the next convolution reads that order without a transposing copy, and
+# element-wise layers keep it.
 
 
 def fast_conv_supported(geom: ConvGeometry) -> bool:
-    """Whether :class:`Conv2dPlan` handles this geometry (stride 1 along the height).
+    """Whether :class:`Conv2dPlan` handles this geometry: every stride, dilation and padding does.
+
+    Kept for callers that still ask; the reference path is the tests' oracle only.
 
     Args:
         geom: the convolution's :class:`ConvGeometry`.
 
     Example:
-        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(2, 2), dilation=(1, 1), padding=(1, 1, 1, 1))
         >>> fast_conv_supported(g)
         True
-        >>> fast_conv_supported(g._replace(stride=(2, 2)))
-        False
     """
-    return geom.stride[0] == 1
+    return all(s >= 1 for s in geom.stride) and all(d >= 1 for d in geom.dilation)
 
 
 class Conv2dPlan:
-    """The fast convolution for one input shape, with its work buffers (allocated once).
+    """The fast convolution for one input shape, with its work buffers.
 
     ``forward(x, W, b)`` then ``backward(dy, W)`` compute what :func:`conv2d_forward` and
     :func:`conv2d_backward` compute (up to float rounding; tests/test_kernels.py checks it).
 
-    Buffer lifetimes: ``U`` and the padded input are overwritten by every ``forward`` and read
-    by the ``backward`` that follows it, like the reference's ``cols``. The arrays returned
-    (``y``, ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
+    Buffer lifetimes: ``U`` and the padded input are overwritten by every training ``forward``
+    and read by the ``backward`` that follows it, like the reference's ``cols``. An inference
+    forward (``keep_for_backward=False``) unrolls the input a block of rows at a time into a
+    small buffer instead, and keeps nothing. Buffers only the backward needs are allocated by
+    the first backward. :meth:`release_buffers` drops them all. The arrays returned (``y``,
+    ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
 
     Args:
         x_shape: ``(N, C, H, W)`` of the inputs it will see.
         out_channels: O, the number of output channels.
-        geom: the convolution's :class:`ConvGeometry` (see :func:`fast_conv_supported`).
+        geom: the convolution's :class:`ConvGeometry`.
         dtype: the dtype of inputs and weights.
         chunk_pixels: output pixels per work chunk (default: about 2 MiB of buffers; tests use small values).
         dx_block_rows: input rows per block of the ``dx`` kernel (default: chosen from the shapes).
@@ -230,7 +241,7 @@ class Conv2dPlan:
     Example:
         >>> rng = np.random.default_rng(0)
         >>> x, W, b = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=4)
-        >>> g = ConvGeometry(kh=3, kw=3, stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
+        >>> g = ConvGeometry(kh=3, kw=3, stride=(2, 1), dilation=(1, 1), padding=(1, 1, 1, 1))
         >>> plan = Conv2dPlan(x.shape, 4, g, np.float64)
         >>> y = plan.forward(x, W, b)
         >>> bool(np.allclose(y, conv2d_forward(x, W, b, g)[0]))
@@ -250,7 +261,7 @@ class Conv2dPlan:
         dx_block_rows: int | None = None,
     ) -> None:
         if not fast_conv_supported(geom):
-            raise ValueError(f"Conv2dPlan: needs stride 1 along the height, got stride {geom.stride}")
+            raise ValueError(f"Conv2dPlan: needs positive strides and dilations, got {geom}")
         n, c, h, w = x_shape
         self.x_shape = tuple(x_shape)
         self.out_channels = o = int(out_channels)
@@ -258,29 +269,30 @@ class Conv2dPlan:
         self.dtype = dtype = np.dtype(dtype)
         self.oh, self.ow = geom.output_hw(h, w)
         pt, pb, pl, pr = geom.padding
-        self.hp, self.wp = h + pt + pb, w + pl + pr
         kh, kw = geom.kh, geom.kw
+        sh, dh = geom.stride[0], geom.dilation[0]
+        self.hp, self.wp = h + pt + pb, w + pl + pr
+        # Row phases (see the comment above): rows_per_phase rows in each of the sh phases.
+        self.rows_per_phase = -(-self.hp // sh)
+        self.phase_rows = sh * self.rows_per_phase  # rows of U, in phase order
+        #: Where kernel row p's rows start in the phase-ordered rows: r_p * rows_per_phase + m_p.
+        self.row_offsets = [(p * dh % sh) * self.rows_per_phase + p * dh // sh for p in range(kh)]
         self.taps_k = c * kw  # rows of each U_p
         self.pixels = self.oh * self.ow * n  # columns of each U_p
-        # Zero borders are written once; each forward only overwrites the interior.
-        self._xpad = np.zeros((c, self.hp, self.wp, n), dtype)
-        self._U = np.empty((c, kw, self.hp, self.ow, n), dtype)
-        # The forward works through the pixels in chunks whose U_p, y and partial-sum slices
-        # take at most 2 MiB, so the kh products and sums of a chunk stay in cache. Measured here
-        # (OpenBLAS, AMD EPYC, one thread): the seed CNN's 7x7 layer 0.86 -> 0.45 ms, LeNet's
-        # first layer 0.66 -> 0.40 ms; (2x28)@(28xP) alone costs 1.7 ns per pixel at P=16k and
-        # 4.5 ns at P=20k.
-        bytes_per_pixel = (self.taps_k + 2 * o) * dtype.itemsize
+        row = self.ow * n
+        # The forward works through the pixels in chunks whose U_p and y slices take at most
+        # 2 MiB, so the kh products of a chunk stay in cache. Measured here (OpenBLAS, AMD EPYC,
+        # one thread): the seed CNN's 7x7 layer 0.86 -> 0.45 ms, LeNet's first layer 0.66 -> 0.40 ms.
+        bytes_per_pixel = (self.taps_k + o) * dtype.itemsize
         self._chunk = min(self.pixels, chunk_pixels or max(1024, (2 << 20) // bytes_per_pixel))
-        self._partial = np.empty((o, self._chunk), dtype) if kh > 1 else None
-        self._dy = np.empty((o, self.oh, self.ow, n), dtype)
-        # dx works through blocks of rows whose Z (and partial sums or stacked dy) take <= 2 MiB.
-        row_bytes = self.ow * n * dtype.itemsize
-        self._dx_block_rows = dx_block_rows or max(1, (2 << 20) // ((2 * self.taps_k + o * kh) * row_bytes))
-        self._Z: np.ndarray | None = None  # dx work buffers, allocated by the first backward needing them
-        self._Z_partial: np.ndarray | None = None
-        self._dy_padded: np.ndarray | None = None
+        # dx works through blocks of rows whose Z (and stacked dy) take <= 2 MiB.
+        self._dx_block_rows = dx_block_rows or max(1, (2 << 20) // ((self.taps_k + o * kh) * row * dtype.itemsize))
+        self._xpad: np.ndarray | None = None
+        self._U: np.ndarray | None = None
+        self._dy: np.ndarray | None = None
+        self._Z: np.ndarray | None = None
         self._D: np.ndarray | None = None
+        self._filled = False  # whether U holds the last training forward's input
         # Kernel choice per shape (from single-thread timings of the same five layers):
         # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
         # speed, while a matrix product with only a few output channels wastes most of BLAS's
@@ -288,53 +300,104 @@ class Conv2dPlan:
         self.dW_kernel = "gemv" if o <= 8 else "gemm"
         # dx: the cheaper by a cost model of floats moved through the intermediates plus
         # multiply-adds, with one float moved costing as much as 14 flops (fitted on the four
-        # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer: it picks the faster
-        # kernel for each of them, or one within 2% of it, on one and on two threads).
-        stacked_pixels = self.hp * self.ow * n
-        cost_rows = 14 * 3 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
+        # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer).
+        stacked_pixels = self.phase_rows * row
+        cost_rows = 14 * 2 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
         cost_stacked = 14 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
         self.dx_kernel = "rows" if cost_rows <= cost_stacked else "stacked_dy"
 
-    # -- forward ---------------------------------------------------------------------------
-    def _U_p(self, p: int) -> np.ndarray:
-        dh = self.geom.dilation[0]
-        return self._U[:, :, p * dh : p * dh + self.oh].reshape(self.taps_k, self.pixels)
+    def release_buffers(self) -> None:
+        """Drop every work buffer (they are allocated again when needed)."""
+        self._xpad = self._U = self._dy = self._Z = self._D = None
+        self._filled = False
 
-    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order; fills ``U`` for backward."""
+    # -- forward ---------------------------------------------------------------------------
+    def _padded_source(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as (C, rows, Wp, N), zero-padded, with at least ``phase_rows`` rows when strided."""
         n, c, h, w = self.x_shape
-        o, kh = self.out_channels, self.geom.kh
         pt, _, pl, _ = self.geom.padding
         x_chwn = x.transpose(1, 2, 3, 0)
-        if not any(self.geom.padding) and x_chwn.flags.c_contiguous:
-            source = x_chwn  # already batch-innermost (the output of a previous convolution)
-        else:
-            self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
-            source = self._xpad
-        s_c, s_h, s_w, s_n = source.strides
-        dw, sw = self.geom.dilation[1], self.geom.stride[1]
-        np.copyto(self._U, as_strided(source, self._U.shape, (s_c, s_w * dw, s_h, s_w * sw, s_n)))
+        if not any(self.geom.padding) and self.phase_rows == h and x_chwn.flags.c_contiguous:
+            return x_chwn  # already batch-innermost (the output of a previous convolution)
+        if self._xpad is None:  # zero borders are written once; each forward overwrites the interior
+            self._xpad = np.zeros((c, self.phase_rows, self.wp, n), self.dtype)
+        self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
+        return self._xpad
 
+    def _unroll(self, source: np.ndarray, U: np.ndarray, m0: int = 0) -> None:
+        """``U[c, q, r, m - m0] = source[c, m*sh + r, j*sw + q*dw, n]`` for the phase rows ``m`` U holds."""
+        sh, sw = self.geom.stride
+        dw = self.geom.dilation[1]
+        s_c, s_h, s_w, s_n = source.strides
+        offset = source[:, m0 * sh :]
+        np.copyto(U, as_strided(offset, U.shape, (s_c, s_w * dw, s_h, s_h * sh, s_w * sw, s_n)))
+
+    def _U_p(self, p: int) -> np.ndarray:
+        r, m = divmod(self.row_offsets[p], self.rows_per_phase)
+        return self._U[:, :, r, m : m + self.oh].reshape(self.taps_k, self.pixels)
+
+    def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, keep_for_backward: bool = True) -> np.ndarray:
+        """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order.
+
+        With ``keep_for_backward`` (training) the whole unrolled input ``U`` is kept for
+        :meth:`backward`; without, it is built a few output rows at a time and dropped.
+        """
+        n, c, h, w = self.x_shape
+        o, kh, kw = self.out_channels, self.geom.kh, self.geom.kw
+        source = self._padded_source(x)
         W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
         y = np.empty((o, self.pixels), self.dtype)
-        U_rows = [self._U_p(p) for p in range(kh)]
-        for start in range(0, self.pixels, self._chunk):
-            chunk = slice(start, start + self._chunk)
-            y_chunk = y[:, chunk]
-            np.matmul(W_rows[0], U_rows[0][:, chunk], out=y_chunk)
-            partial = self._partial[:, : y_chunk.shape[1]] if kh > 1 else None
-            for p in range(1, kh):
-                np.matmul(W_rows[p], U_rows[p][:, chunk], out=partial)
-                y_chunk += partial
-        if b is not None:
-            y += b[:, None]
+        if keep_for_backward:
+            if self._U is None:
+                self._U = np.empty((c, kw, self.geom.stride[0], self.rows_per_phase, self.ow, n), self.dtype)
+            self._unroll(source, self._U)
+            self._filled = True
+            U_rows = [self._U_p(p) for p in range(kh)]
+            for start in range(0, self.pixels, self._chunk):
+                chunk = slice(start, start + self._chunk)
+                self._accumulate(y[:, chunk], W_rows, [U_p[:, chunk] for U_p in U_rows], b)
+        else:
+            self._filled = False
+            self._forward_in_row_blocks(source, W_rows, y, b)
         return y.reshape(o, self.oh, self.ow, n).transpose(3, 0, 1, 2)
+
+    @staticmethod
+    def _accumulate(y: np.ndarray, W_rows: np.ndarray, U_rows: list[np.ndarray], b: np.ndarray | None) -> None:
+        """``y = b + sum_p W_rows[p] @ U_rows[p]``, summed in place."""
+        if b is not None:
+            y[...] = b[:, None]
+        for p, U_p in enumerate(U_rows):
+            gemm(W_rows[p], U_p, y, beta=0.0 if p == 0 and b is None else 1.0)
+
+    def _forward_in_row_blocks(self, source: np.ndarray, W_rows: np.ndarray, y: np.ndarray, b: np.ndarray | None) -> None:
+        """The inference forward: unroll only the phase rows one block of output rows reads."""
+        n, c = self.x_shape[:2]
+        kh, kw, sh = self.geom.kh, self.geom.kw, self.geom.stride[0]
+        row = self.ow * n
+        span = max(off % self.rows_per_phase for off in self.row_offsets)  # extra phase rows a block reads
+        block = max(1, min(self.oh, self._chunk // row))
+        U = np.empty((c, kw, sh, block + span, self.ow, n), self.dtype)
+        for i0 in range(0, self.oh, block):
+            i1 = min(i0 + block, self.oh)
+            rows = i1 - i0 + span
+            U_block = U[:, :, :, :rows]
+            available = min(rows, self.rows_per_phase - i0)
+            if available < rows:
+                U_block[:, :, :, available:] = 0
+            self._unroll(source, U_block[:, :, :, :available], m0=i0)
+            U_rows = []
+            for p in range(kh):
+                r, m = divmod(self.row_offsets[p], self.rows_per_phase)
+                U_rows.append(U_block[:, :, r, m : m + i1 - i0].reshape(self.taps_k, (i1 - i0) * row))
+            self._accumulate(y[:, i0 * row : i1 * row], W_rows, U_rows, b)
 
     # -- backward --------------------------------------------------------------------------
     def backward(
         self, dy: np.ndarray, W: np.ndarray, need_dx: bool = True, need_db: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW) after :meth:`forward`; ``None`` for what is not needed."""
+        """``(dx, dW, db)`` for ``dy`` (N, O, OH, OW) after a training :meth:`forward`; ``None`` for what is not needed."""
+        if not self._filled:
+            raise RuntimeError("Conv2dPlan.backward: needs a forward with keep_for_backward=True first")
         o = self.out_channels
         dy_t = self._dy_chwn(dy)
         dy_2d = dy_t.reshape(o, self.pixels)
@@ -359,6 +422,8 @@ class Conv2dPlan:
         """``dy`` as a C-contiguous (O, OH, OW, N) array: the order of y, and of dy after ReLU."""
         dy_t = dy.transpose(1, 2, 3, 0)
         if not dy_t.flags.c_contiguous:
+            if self._dy is None:
+                self._dy = np.empty(dy_t.shape, self.dtype)
             np.copyto(self._dy, dy_t)
             dy_t = self._dy
         return dy_t
@@ -376,81 +441,76 @@ class Conv2dPlan:
         kh, o = self.geom.kh, self.out_channels
         # dy_2d.T read in place (BLAS's transposed operand): the transposing copy this replaces
         # cost more than it saved: zoo.resnet's eight convolutions, one thread, old and new
-        # alternating in one process, median CPU time 40.3 -> 37.7 ms in all (stem 9.6 -> 7.8 ms;
-        # one layer, 64->64 at 7x7, 5.7 -> 6.0 ms).
+        # alternating in one process, median CPU time 40.3 -> 37.7 ms in all.
         dy_pixels_major = dy_2d.T  # (pixels, O)
         dW_rows = np.empty((kh, self.taps_k, o), self.dtype)
         for p in range(kh):
-            np.matmul(self._U_p(p), dy_pixels_major, out=dW_rows[p])
+            gemm(self._U_p(p), dy_pixels_major, dW_rows[p])
         return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
 
     def _dx_in_row_blocks(self, fill_Z: Callable[[int, int, np.ndarray], None]) -> np.ndarray:
-        """``dx`` from ``Z[c, q, h, j, n] = sum_{o, p} W[o, c, p, q] dy[o, h - p*dh, j, n]``, block by block.
+        """``dx`` from ``Z[c, q, hh, j, n] = sum_{o, p} W[o, c, p, q] dy[o, hh - row_offsets[p], j, n]``, block by block.
 
-        ``fill_Z(h0, h1, Z)`` writes the rows ``h0:h1`` of ``Z`` (as (C*kw, (h1-h0)*OW*N)); then
-        the width part of the adjoint adds them up: ``dxp[c, h, j*sw + q*dw, n] += Z[c, q, h, j, n]``.
+        ``hh`` runs over the phase-ordered rows. ``fill_Z(h0, h1, Z)`` writes the rows ``h0:h1`` of
+        ``Z`` (as (C*kw, (h1-h0)*OW*N)); then the width part of the adjoint adds them up:
+        ``dxp[c, hh, j*sw + q*dw, n] += Z[c, q, hh, j, n]``, and the phases are put back in order.
         Blocks of rows keep ``Z`` in cache (and give BLAS products of a size it threads well:
         one whole-image product ran 2.5x slower on two threads than on one).
         """
         n, c, h, w = self.x_shape
         kw, ow = self.geom.kw, self.ow
-        sw, dw = self.geom.stride[1], self.geom.dilation[1]
+        sh, sw = self.geom.stride
+        dw = self.geom.dilation[1]
         pt, _, pl, _ = self.geom.padding
         row = ow * n  # floats per row of Z, per (c, q)
         if self._Z is None:
             self._Z = np.empty((self.taps_k, self._dx_block_rows * row), self.dtype)
-        dxp = np.zeros((c, self.hp, self.wp, n), self.dtype)
-        for h0 in range(0, self.hp, self._dx_block_rows):
-            h1 = min(h0 + self._dx_block_rows, self.hp)
+        dxp = np.zeros((c, self.phase_rows, self.wp, n), self.dtype)
+        for h0 in range(0, self.phase_rows, self._dx_block_rows):
+            h1 = min(h0 + self._dx_block_rows, self.phase_rows)
             Z = self._Z[:, : (h1 - h0) * row]
             fill_Z(h0, h1, Z)
             Z = Z.reshape(c, kw, h1 - h0, ow, n)
             for q in range(kw):
                 dxp[:, h0:h1, q * dw : q * dw + sw * (ow - 1) + 1 : sw, :] += Z[:, q]
+        if sh > 1:  # phase-ordered rows back to image order
+            dxp = dxp.reshape(c, sh, self.rows_per_phase, self.wp, n).transpose(0, 2, 1, 3, 4)
+            dxp = dxp.reshape(c, self.phase_rows, self.wp, n)
         return dxp[:, pt : pt + h, pl : pl + w, :].transpose(3, 0, 1, 2)
 
     def _dx_by_rows(self, dy_2d: np.ndarray, W: np.ndarray) -> np.ndarray:
-        """For each kernel row p, ``Z[:, :, rows i + p*dh] += W_p.T @ dy[:, rows i]``: the adjoint of the forward."""
+        """For each kernel row p, ``Z[:, rows i + row_offsets[p]] += W_p.T @ dy[:, rows i]``: the adjoint of the forward."""
         kh, o, oh = self.geom.kh, self.out_channels, self.oh
-        dh, row = self.geom.dilation[0], self.ow * self.x_shape[0]
+        row = self.ow * self.x_shape[0]
         W_rows_t = W.transpose(2, 1, 3, 0).reshape(kh, self.taps_k, o)  # W_p.T
-        if self._Z_partial is None:
-            self._Z_partial = np.empty((self.taps_k, self._dx_block_rows * row), self.dtype)
 
         def fill_Z(h0: int, h1: int, Z: np.ndarray) -> None:
             Z.fill(0)
             for p in range(kh):
-                i0, i1 = max(0, h0 - p * dh), min(oh, h1 - p * dh)  # rows of dy that land in h0:h1
-                if i0 >= i1:
-                    continue
-                partial = self._Z_partial[:, : (i1 - i0) * row]
-                np.matmul(W_rows_t[p], dy_2d[:, i0 * row : i1 * row], out=partial)
-                Z[:, (i0 + p * dh - h0) * row : (i1 + p * dh - h0) * row] += partial
+                off = self.row_offsets[p]
+                i0, i1 = max(0, h0 - off), min(oh, h1 - off)  # rows of dy that land in h0:h1
+                if i0 < i1:
+                    gemm(W_rows_t[p], dy_2d[:, i0 * row : i1 * row], Z[:, (i0 + off - h0) * row : (i1 + off - h0) * row], beta=1.0)
 
         return self._dx_in_row_blocks(fill_Z)
 
     def _dx_by_stacked_dy(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
         """One matrix product over (output channel, kernel row) per block of rows.
 
-        ``D[o, p, h] = dy[o, h - p*dh]`` (zero outside) stacks the kernel rows of ``dy``, so that
-        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a (C*kw, O*kh) @ (O*kh, rows*OW*N) product.
-        Cheaper than :meth:`_dx_by_rows` when there are few output channels and many kernel rows.
+        ``D[o, p, hh] = dy[o, hh - row_offsets[p]]`` (zero outside) stacks the kernel rows of
+        ``dy``, so that ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a
+        (C*kw, O*kh) @ (O*kh, rows*OW*N) product. Cheaper than :meth:`_dx_by_rows` when there
+        are few output channels and many kernel rows.
         """
-        n = self.x_shape[0]
         kh, o, oh = self.geom.kh, self.out_channels, self.oh
-        dh = self.geom.dilation[0]
-        margin = (kh - 1) * dh
-        if self._dy_padded is None:
-            self._dy_padded = np.zeros((o, oh + 2 * margin, self.ow, n), self.dtype)  # zero rows stay zero
-            self._D = np.empty((o, kh, self.hp, self.ow, n), self.dtype)
-        self._dy_padded[:, margin : margin + oh] = dy_t
-        start = self._dy_padded[:, margin:]
-        s_o, s_h, s_j, s_n = start.strides
-        np.copyto(self._D, as_strided(start, self._D.shape, (s_o, -dh * s_h, s_h, s_j, s_n)))
+        if self._D is None:  # the rows outside each kernel row's window stay zero
+            self._D = np.zeros((o, kh, self.phase_rows, self.ow, self.x_shape[0]), self.dtype)
+        for p, off in enumerate(self.row_offsets):
+            self._D[:, p, off : off + oh] = dy_t
         W_stacked = W.transpose(1, 3, 0, 2).reshape(self.taps_k, o * kh)
 
         def fill_Z(h0: int, h1: int, Z: np.ndarray) -> None:
-            np.matmul(W_stacked, self._D[:, :, h0:h1].reshape(o * kh, -1), out=Z)
+            gemm(W_stacked, self._D[:, :, h0:h1].reshape(o * kh, -1), Z)
 
         return self._dx_in_row_blocks(fill_Z)
 
@@ -821,8 +881,8 @@ class GroupedConv2dPlan:
 
 def conv_plan(x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvGeometry, groups: int,
               dtype: np.dtype) -> Conv2dPlan | GroupedConv2dPlan:
-    """The fast plan for a convolution: :class:`Conv2dPlan` where it applies (one group, stride 1
-    along the height), :class:`GroupedConv2dPlan` otherwise (any groups, stride and dilation).
+    """The fast plan for a convolution: :class:`Conv2dPlan` for one group, :class:`GroupedConv2dPlan`
+    for more (both take any stride, dilation and padding).
 
     Args:
         x_shape: ``(N, C, H, W)``.
@@ -838,6 +898,6 @@ def conv_plan(x_shape: tuple[int, int, int, int], out_channels: int, geom: ConvG
         >>> type(conv_plan((8, 4, 28, 28), 4, g, 4, np.float32)).__name__
         'GroupedConv2dPlan'
     """
-    if groups == 1 and fast_conv_supported(geom):
+    if groups == 1:
         return Conv2dPlan(x_shape, out_channels, geom, dtype)
     return GroupedConv2dPlan(x_shape, out_channels, geom, groups, dtype)

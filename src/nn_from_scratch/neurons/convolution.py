@@ -115,7 +115,7 @@ class Convolution(KernelLayer):
     """
 
     parameter_names = ("W", "B")
-    cache_attrs = ("_cols", "_plan", "_x_shape", "_last_pass_fast", "_added_channel_axis")
+    cache_attrs = ("_plan", "_x_shape", "_added_channel_axis")
 
     def __init__(
         self,
@@ -168,9 +168,7 @@ class Convolution(KernelLayer):
         self._W_pd: np.ndarray | None = None
         self._B_pd: np.ndarray | None = None
         self.geometry: kernels.ConvGeometry | None = None
-        self._cols: np.ndarray | None = None  # reference path: the im2col matrix of the last forward
         self._plan: kernels.Conv2dPlan | kernels.GroupedConv2dPlan | None = None  # fast path: shapes and work buffers (see kernels)
-        self._last_pass_fast = False
         self._x_shape: tuple[int, ...] | None = None
 
         shape = per_sample_shape(input_dim, expected_ndim=3, what="input_dim", who=self.name)
@@ -229,21 +227,13 @@ class Convolution(KernelLayer):
         x = self.cast_input(self.check_input(x))
         self._x_shape = x.shape
         bias = self.B if self.use_bias else None
-        if self.groups > 1:
-            self._cols, self._last_pass_fast = None, True
-            plan = self._plan
-            if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
-                plan = self._plan = kernels.GroupedConv2dPlan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
-            return plan.forward(x, self.W, bias)
-        self._last_pass_fast = kernels.fast_conv_supported(self.geometry)
-        if not self._last_pass_fast:
-            y, self._cols = kernels.conv2d_forward(x, self.W, bias, self.geometry)
-            return y
-        self._cols = None
         plan = self._plan
         if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
-            plan = self._plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
-        return plan.forward(x, self.W, bias)
+            plan = self._plan = kernels.conv_plan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
+        if self.groups > 1:
+            return plan.forward(x, self.W, bias)
+        # A model's inference pass unrolls the input a block at a time and keeps nothing.
+        return plan.forward(x, self.W, bias, keep_for_backward=self.keep_cache)
 
     can_skip_input_grad = True
 
@@ -254,12 +244,8 @@ class Convolution(KernelLayer):
         skips it the same way for an input without ``requires_grad``.
         """
         dL_dy = self.check_output_grad(dL_dy, self._require_cache("_x_shape")[0], self.dtype)
-        if self._last_pass_fast:
-            dx, dW, db = self._plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
-        else:
-            dx, dW, db = kernels.conv2d_backward(
-                dL_dy, self._cols, self._x_shape, self.W, self.geometry, need_dx=need_input_grad
-            )
+        plan = self._require_cache("_plan")
+        dx, dW, db = plan.backward(dL_dy, self.W, need_dx=need_input_grad, need_db=self.use_bias)
         self.accumulate_gradient("W", dW)
         if self.use_bias:
             self.accumulate_gradient("B", db)
