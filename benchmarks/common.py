@@ -120,9 +120,9 @@ def report(title: str, timings: dict[str, Timing], ours: str = "nn_from_scratch"
     a, b = timings[ours], timings[theirs]
     ratio = a.median / b.median
     print(f"\n{title}")
-    print(f"{'':18s} {'median':>10s} {'min':>10s} {'max':>10s}   images/s over {len(a.images_per_s)} reps")
+    print(f"{'':24s} {'median':>10s} {'min':>10s} {'max':>10s}   images/s over {len(a.images_per_s)} reps")
     for t in (a, b):
-        print(f"{t.name:18s} {t.median:10,.0f} {t.worst:10,.0f} {t.best:10,.0f}")
+        print(f"{t.name:24s} {t.median:10,.0f} {t.worst:10,.0f} {t.best:10,.0f}")
     print(f"ratio ours/torch (medians): {ratio:.2f}x   (best/best: {a.best / b.best:.2f}x)")
     return {
         "title": title,
@@ -214,12 +214,18 @@ _limits = None
 
 
 def set_threads(n: int) -> None:
-    """Limit NumPy's BLAS to ``n`` threads for the rest of the process (torch follows via import_torch)."""
+    """Pin NumPy's BLAS to ``n`` threads for the rest of the process (torch follows via import_torch).
+
+    Through ``nn_from_scratch.set_num_threads``, so that the library's adaptive default
+    (``threads.adapt``) leaves the count alone: a threadpoolctl limit of one thread per core
+    would look like the default to it.
+    """
     global _limits
-    from threadpoolctl import threadpool_limits
+    import nn_from_scratch
 
     os.environ["NNFS_BENCH_THREADS"] = str(n)  # memory child processes inherit it
-    _limits = threadpool_limits(limits=n, user_api="blas")
+    nn_from_scratch.set_num_threads(n)
+    _limits = n
 
 
 def environment() -> dict:
