@@ -290,3 +290,33 @@ def test_max_pooling_index_cache_is_one_byte_up_to_256_taps(pool, index_dtype):
     x_t = torch.tensor(x, requires_grad=True)
     F.max_pool2d(x_t, pool).backward(torch.tensor(dy))
     np.testing.assert_array_equal(dx, x_t.grad.numpy())
+
+
+@needs_torch
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 10), w=st.integers(1, 10),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 4), sw=st.integers(1, 4),
+    dh=st.integers(1, 2), dw=st.integers(1, 2), ph=st.integers(0, 2), pw=st.integers(0, 2),
+    layout=st.sampled_from(sorted(LAYOUTS)), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=150, deadline=None)
+def test_max_pooling_kernels_match_torch_in_any_layout(n, c, h, w, kh, kw, sh, sw, dh, dw, ph, pw, layout, seed):
+    """float64: max_pool2d forward and backward (any stride, dilation, padding up to half the window;
+    overlapping windows add up) against torch, the input in any memory layout; dx keeps x's layout."""
+    ph, pw = min(ph, kh // 2), min(pw, kw // 2)
+    geom = kernels.ConvGeometry(kh, kw, (sh, sw), (dh, dw), (ph, ph, pw, pw))
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1 or not kernels.avg_pool2d_divisor(h, w, geom, False, np.float64).all():
+        return  # no output, or a dilated window in the padding only (torch aborts on it)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    y, argmax = kernels.max_pool2d_forward(LAYOUTS[layout](x), geom)
+    dy = rng.standard_normal(y.shape)
+    dx = kernels.max_pool2d_backward(LAYOUTS[layout](dy), argmax, x.shape, geom)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = F.max_pool2d(x_t, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    y_t.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, y_t.detach().numpy())
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-12, atol=0)
+    if layout == "batch_innermost" and min(y.shape) > 1:  # (a size-1 axis makes the order ambiguous)
+        assert dx.transpose(1, 2, 3, 0).flags.c_contiguous
