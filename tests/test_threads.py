@@ -1,4 +1,4 @@
-"""nn_from_scratch.set_num_threads / get_num_threads / threads.default_num_threads and ``train --threads``.
+"""nn_from_scratch.set_num_threads / get_num_threads, the adaptive default (threads.adapt, threads.choose_threads, threads.default_num_threads) and ``train --threads``.
 
 The thread count is read back through threadpoolctl's own ``threadpool_info`` (what the BLAS
 library reports), not through our getter alone.
