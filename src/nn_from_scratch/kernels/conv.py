@@ -308,12 +308,16 @@ class Conv2dPlan:
         self.pixels = self.oh * self.ow * n  # columns of each U_p
         row = self.ow * n
         # The forward works through the pixels in chunks, each kernel row's product accumulating
-        # into the chunk of y inside BLAS. Small layers gain from chunks whose U_p and y slices
-        # stay in the 2 MiB cache (LeNet's 5x5 1->6 layer at batch 64: 0.52 ms in chunks, 0.84 ms
-        # in one product); large ones lose from chunks under ~16k pixels (a 3x3 32->32 layer at
-        # 32x32, batch 128: 4,096-pixel chunks 13.7 ms, one product 8.4 ms). One thread, here.
-        bytes_per_pixel = (self.taps_k + o) * dtype.itemsize
+        # into the chunk of y inside BLAS. Small layers gain from chunks whose slices stay in the
+        # 2 MiB cache (LeNet's 5x5 1->6 layer at batch 64: 0.52 ms in chunks, 0.84 ms in one
+        # product); large ones lose from chunks under ~16k pixels (a 3x3 32->32 layer at 32x32,
+        # batch 128: 4,096-pixel chunks 13.7 ms, one product 8.4 ms). With one or two output
+        # channels BLAS accumulating in place is slow (its register tile is mostly empty), and
+        # a partial product added to y is faster (the seed CNN's 7x7 4->2 layer: 0.65 vs 0.71 ms).
+        # One thread, here.
+        bytes_per_pixel = (self.taps_k + 2 * o) * dtype.itemsize
         self._chunk = min(self.pixels, chunk_pixels or max(16384, (2 << 20) // bytes_per_pixel))
+        self.forward_kernel = "partial_sums" if o <= 2 else "accumulate"
         # dx works through blocks of rows whose Z (and stacked dy) take <= 2 MiB.
         self._dx_block_rows = dx_block_rows or max(1, (2 << 20) // ((self.taps_k + o * kh) * row * dtype.itemsize))
         self._xpad: np.ndarray | None = None
@@ -384,15 +388,24 @@ class Conv2dPlan:
             U_rows = [self._U_p(p) for p in range(kh)]
             for start in range(0, self.pixels, self._chunk):
                 chunk = slice(start, start + self._chunk)
-                self._accumulate(y[:, chunk], W_rows, [U_p[:, chunk] for U_p in U_rows], b)
+                self._accumulate(y[:, chunk], W_rows, [U_p[:, chunk] for U_p in U_rows], b, self.forward_kernel)
         else:
             self._filled = False
             self._forward_in_row_blocks(source, W_rows, y, b)
         return y.reshape(o, self.oh, self.ow, n).transpose(3, 0, 1, 2)
 
     @staticmethod
-    def _accumulate(y: np.ndarray, W_rows: np.ndarray, U_rows: list[np.ndarray], b: np.ndarray | None) -> None:
-        """``y = b + sum_p W_rows[p] @ U_rows[p]``, summed in place."""
+    def _accumulate(y: np.ndarray, W_rows: np.ndarray, U_rows: list[np.ndarray], b: np.ndarray | None, kernel: str) -> None:
+        """``y = b + sum_p W_rows[p] @ U_rows[p]``: summed in place by BLAS, or through a partial product."""
+        if kernel == "partial_sums":
+            np.matmul(W_rows[0], U_rows[0], out=y)
+            partial = np.empty_like(y)
+            for W_p, U_p in zip(W_rows[1:], U_rows[1:]):
+                np.matmul(W_p, U_p, out=partial)
+                y += partial
+            if b is not None:
+                y += b[:, None]
+            return
         if b is not None:
             y[...] = b[:, None]
         for p, U_p in enumerate(U_rows):
@@ -418,7 +431,7 @@ class Conv2dPlan:
             for p in range(kh):
                 r, m = divmod(self.row_offsets[p], self.rows_per_phase)
                 U_rows.append(U_block[:, :, r, m : m + i1 - i0].reshape(self.taps_k, (i1 - i0) * row))
-            self._accumulate(y[:, i0 * row : i1 * row], W_rows, U_rows, b)
+            self._accumulate(y[:, i0 * row : i1 * row], W_rows, U_rows, b, self.forward_kernel)
 
     # -- backward --------------------------------------------------------------------------
     def backward(
@@ -431,10 +444,15 @@ class Conv2dPlan:
         dy_t = self._dy_chwn(dy)
         dy_2d = dy_t.reshape(o, self.pixels)
         db = dy_2d.sum(axis=1) if need_db else None
-        dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
+        stacked = need_dx and self.dx_kernel == "stacked_dy"
+        if stacked:
+            self._stack_dy(dy_t)
+            dW = self._dW_by_stacked_dy()
+        else:
+            dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
         dx = None
         if need_dx:
-            dx = self._dx_by_rows(dy_2d, W) if self.dx_kernel == "rows" else self._dx_by_stacked_dy(dy_t, W)
+            dx = self._dx_by_stacked_dy(W) if stacked else self._dx_by_rows(dy_2d, W)
         return dx, dW, db
 
     def input_grad(self, dy: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -445,7 +463,8 @@ class Conv2dPlan:
         dy_t = self._dy_chwn(dy)
         if self.dx_kernel == "rows":
             return self._dx_by_rows(dy_t.reshape(self.out_channels, self.pixels), W)
-        return self._dx_by_stacked_dy(dy_t, W)
+        self._stack_dy(dy_t)
+        return self._dx_by_stacked_dy(W)
 
     def _dy_chwn(self, dy: np.ndarray) -> np.ndarray:
         """``dy`` as a C-contiguous (O, OH, OW, N) array: the order of y, and of dy after ReLU."""
@@ -523,19 +542,36 @@ class Conv2dPlan:
 
         return self._dx_in_row_blocks(fill_Z)
 
-    def _dx_by_stacked_dy(self, dy_t: np.ndarray, W: np.ndarray) -> np.ndarray:
-        """One matrix product over (output channel, kernel row) per block of rows.
-
-        ``D[o, p, hh] = dy[o, hh - row_offsets[p]]`` (zero outside) stacks the kernel rows of
-        ``dy``, so that ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a
-        (C*kw, O*kh) @ (O*kh, rows*OW*N) product. Cheaper than :meth:`_dx_by_rows` when there
-        are few output channels and many kernel rows.
-        """
+    def _stack_dy(self, dy_t: np.ndarray) -> None:
+        """``D[o, p, hh] = dy[o, hh - row_offsets[p]]`` (zero outside): the kernel rows of ``dy``, stacked."""
         kh, o, oh = self.geom.kh, self.out_channels, self.oh
         if self._D is None:  # the rows outside each kernel row's window stay zero
             self._D = rows_apart((o, kh, self.phase_rows, self.ow, self.x_shape[0]), 2, self.dtype, fill=0)
         for p, off in enumerate(self.row_offsets):
             self._D[:, p, off : off + oh] = dy_t
+
+    def _dW_by_stacked_dy(self) -> np.ndarray:
+        """All kernel rows in one product: ``dW[o, c, p, q] = sum_hh U[c, q, hh] D[o, p, hh]``.
+
+        ``U`` over all its (phase-ordered) rows as (C*kw, rows*OW*N), times ``D.T``: a product
+        kh times wider than each kernel row's, which BLAS runs faster (one thread, 3x3 layers:
+        16->16 channels at 32x32 2.7 -> 2.1 ms, 32->32 7.1 -> 6.7 ms, batch 32).
+        """
+        kh, kw, o = self.geom.kh, self.geom.kw, self.out_channels
+        U_all = self._U.reshape(self.taps_k, -1)
+        D = self._D.reshape(o * kh, -1)
+        stacked = np.empty((self.taps_k, o * kh), self.dtype)
+        gemm(U_all, D.T, stacked)
+        return stacked.reshape(-1, kw, o, kh).transpose(2, 0, 3, 1).copy()
+
+    def _dx_by_stacked_dy(self, W: np.ndarray) -> np.ndarray:
+        """One matrix product over (output channel, kernel row) per block of rows, on ``D`` (:meth:`_stack_dy`).
+
+        ``Z[c, q] = sum_{o, p} W[o, c, p, q] D[o, p]`` is a (C*kw, O*kh) @ (O*kh, rows*OW*N)
+        product. Cheaper than :meth:`_dx_by_rows` when there are few output channels and many
+        kernel rows.
+        """
+        kh, o = self.geom.kh, self.out_channels
         W_stacked = W.transpose(1, 3, 0, 2).reshape(self.taps_k, o * kh)
 
         def fill_Z(h0: int, h1: int, Z: np.ndarray) -> None:
