@@ -15,6 +15,7 @@ per batch, without the augmentation and the learning-rate schedule).
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -126,6 +127,8 @@ def main() -> dict:
         print(f"median CPU time per step (all threads): ours {cpu['nn_from_scratch']:.0f} ms, torch {cpu['torch']:.0f} ms, "
               f"ratio torch/ours {cpu['torch'] / cpu['nn_from_scratch']:.2f}")
         result["cpu_ms_per_step"] = cpu
+        if args.json:  # run_benchmark wrote it before the CPU times were known
+            Path(args.json).write_text(json.dumps(result, indent=1))
     return result
 
 
