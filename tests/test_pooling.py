@@ -320,3 +320,23 @@ def test_max_pooling_kernels_match_torch_in_any_layout(n, c, h, w, kh, kw, sh, s
     np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-12, atol=0)
     if layout == "batch_innermost" and min(y.shape) > 1:  # (a size-1 axis makes the order ambiguous)
         assert dx.transpose(1, 2, 3, 0).flags.c_contiguous
+
+
+def test_max_pooling_inference_pass_computes_no_argmax_and_the_same_maxima():
+    """keep_cache False (a model's inference pass): no index cache, the same y (NaN and -inf padding too)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 9, 8))
+    x[0, 0, 2, 3] = np.nan
+    x[1, 1] = -np.inf
+    for geom in (kernels.ConvGeometry(2, 2, (2, 2), (1, 1), (0, 0, 0, 0)), kernels.ConvGeometry(3, 3, (2, 1), (1, 1), (1, 1, 1, 1))):
+        for layout in LAYOUTS.values():
+            y, argmax = kernels.max_pool2d_forward(layout(x), geom)
+            y_fast, none = kernels.max_pool2d_forward(layout(x), geom, need_argmax=False)
+            assert none is None and argmax is not None
+            np.testing.assert_array_equal(y_fast, y)
+    layer = MaxPooling(2)
+    layer.keep_cache = False
+    layer.forward(x)
+    assert layer._argmax is None
+    with pytest.raises(RuntimeError, match="forward in training mode"):
+        layer.backward(np.ones((3, 2, 4, 4)))

@@ -161,8 +161,8 @@ class Model(BaseModel):
 
     # -- passes ---------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False, keep_cache: bool | None = None) -> np.ndarray:
-        """Run every node in order. In inference mode (the default) no layer keeps a cache, and
-        each intermediate value is dropped as soon as its last consumer has run.
+        """Run every node in order. In inference mode (the default) no layer keeps a cache; in
+        both modes each intermediate value is dropped as soon as its last consumer has run.
         ``keep_cache=True`` keeps the caches in inference mode too, so that a ``backward`` can
         follow (``verify.gradcheck(model, training=False)``)."""
         keep = training if keep_cache is None else bool(keep_cache)
@@ -176,15 +176,18 @@ class Model(BaseModel):
             layer.training, layer.keep_cache = training, keep
             args = [values[t.id] for t in node.inputs]
             out = layer.forward(args if layer.n_inputs is None else args[0])
+            del args
             if not keep:
                 layer.release_cache()
                 layer.keep_cache = True
-                for t in node.inputs:
-                    remaining[t.id] -= 1
-                    if remaining[t.id] == 0 and t.id != self.outputs[0].id:
-                        del values[t.id]
             elif id(layer) in self._shared:
                 self._contexts[id(node)] = layer.save_context()
+            # A value is dropped once its last consumer has run, in training too: each layer has
+            # cached what its backward needs.
+            for t in node.inputs:
+                remaining[t.id] -= 1
+                if remaining[t.id] == 0 and t.id != self.outputs[0].id:
+                    del values[t.id]
             values[node.output.id] = out
         return values[self.outputs[0].id]
 
@@ -216,6 +219,8 @@ class Model(BaseModel):
             feeds_only_input = all(t.id == input_id for t in node.inputs)
             skip = not need_input_grad and feeds_only_input and layer.can_skip_input_grad
             result = layer.backward(g, need_input_grad=not skip)
+            del g
+            layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
             if result is None:
                 continue
             parts = result if layer.n_inputs is None else [result]

@@ -203,6 +203,10 @@ class Layer(ABC):
     #: False while a model runs an inference pass whose caches it will release unread: a layer
     #: may then skip building them (a convolution unrolls its input a block at a time).
     keep_cache = True
+    #: Entries of ``cache_attrs`` that hold work buffers reused from one training step to the next
+    #: rather than what one forward computed -- by convention ``_plan``, where a convolution keeps
+    #: its kernel plan: :meth:`release_after_backward` keeps them, :meth:`release_cache` drops them.
+    workspace_attrs: tuple[str, ...] = ("_plan",)
     #: How many inputs ``forward`` takes: 1, or None for a merge layer taking a list of any length.
     n_inputs: int | None = 1
 
@@ -293,6 +297,18 @@ class Layer(ABC):
         for attr in self.cache_attrs:
             setattr(self, attr, None)
 
+    def release_after_backward(self) -> None:
+        """Drop what the last ``forward`` kept, except the work buffers of :attr:`workspace_attrs`.
+
+        Models call it right after each layer's ``backward`` in a training step, so that what was
+        cached for the backward is freed as the pass moves on (as torch frees saved tensors) and
+        nothing activation-sized is left between steps; a second ``backward`` then needs a new
+        forward, as in torch.
+        """
+        for attr in self.cache_attrs:
+            if attr not in self.workspace_attrs:
+                setattr(self, attr, None)
+
     def save_context(self) -> dict[str, Any]:
         """Take the forward cache out of the layer (the layer is left without one)."""
         context = {attr: getattr(self, attr, None) for attr in self.cache_attrs}
@@ -309,7 +325,7 @@ class Layer(ABC):
         if value is None:
             raise RuntimeError(
                 f"{self.name}: backward needs a forward in training mode first "
-                "(inference passes keep nothing for a backward)"
+                "(inference passes keep nothing for a backward, and a model's backward frees each layer's cache once used)"
             )
         return value
 

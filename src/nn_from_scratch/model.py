@@ -150,12 +150,14 @@ class Sequential(BaseModel):
         Parameter gradients are added to the layers' ``_X_pd`` (see ``zero_grad``). With
         ``need_input_grad=False`` (what training uses) a first layer that can skip dL/dx
         (``can_skip_input_grad``: Convolution, Linear) does, and ``None`` may be returned --
-        as torch skips the gradient of an input that does not require one.
+        as torch skips the gradient of an input that does not require one. Each layer's forward
+        cache is dropped once its backward has run (``release_after_backward``), so a second
+        ``backward`` needs a new training-mode forward, as in torch.
         """
         for i, layer in enumerate(reversed(self.layers)):
-            if not need_input_grad and i == len(self.layers) - 1 and layer.can_skip_input_grad:
-                return layer.backward(dL_dy, need_input_grad=False)
-            dL_dy = layer.backward(dL_dy)
+            skip = not need_input_grad and i == len(self.layers) - 1 and layer.can_skip_input_grad
+            dL_dy = layer.backward(dL_dy, need_input_grad=False) if skip else layer.backward(dL_dy)
+            layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
         return dL_dy
 
     # -- structure ------------------------------------------------------------------------

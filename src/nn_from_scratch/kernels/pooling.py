@@ -49,10 +49,12 @@ def pool_windows(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 
 
 
-def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry, need_argmax: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """``y[n, c, i, j] = max`` of the window at ``(i, j)``, the input padded with ``-inf``.
 
-    Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum.
+    Returns ``(y, argmax)``; ``argmax`` (N, C, OH, OW) holds the tap index of the maximum
+    (``uint8`` up to 256 taps: one byte per output, where torch keeps an int64 index), or is
+    ``None`` with ``need_argmax=False`` (an inference pass: the maxima alone, about half the work).
     Ties go to the *first* maximal tap in row-major window order, as in PyTorch's CPU
     ``max_pool2d``. A NaN in a window makes its output NaN and its ``argmax`` the window's last
     NaN; a window whose elements are all ``-inf`` has its first element (not padding) as
@@ -61,6 +63,7 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     Args:
         x: the input, (N, C, H, W).
         geom: the pooling's :class:`ConvGeometry`.
+        need_argmax: compute ``argmax`` (for a backward).
 
     Example:
         >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
@@ -79,6 +82,10 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry) -> tuple[np.ndarray, n
     # (see Conv2dPlan), and mixing orders makes every element-wise pass a strided gather.
     y = windows[..., 0, 0].copy(order="K")
     taps = geom.kh * geom.kw
+    if not need_argmax:
+        for t in range(1, taps):
+            np.maximum(y, windows[..., t // geom.kw, t % geom.kw], out=y)  # NaN propagates, as torch's
+        return y, None
     argmax = np.zeros_like(y, dtype=np.uint8 if taps <= 256 else np.int32)
     better = np.empty_like(y, dtype=bool)
     for t in range(1, taps):

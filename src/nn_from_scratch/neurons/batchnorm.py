@@ -27,7 +27,9 @@ class BatchNormalization(Neuron):
 
     with ``f = momentum``, or ``f = 1 / num_batches_tracked`` (a plain cumulative average) when
     ``momentum`` is None -- torch's convention, in which ``momentum`` weighs the *new* batch.
-    Inference mode uses ``running_mean`` / ``running_var`` in place of ``mu`` / ``var``.
+    Inference mode uses ``running_mean`` / ``running_var`` in place of ``mu`` / ``var``, computed as
+    torch's CPU kernel does, ``y = x * a + b`` with ``a = gamma / sqrt(running_var + eps)`` and
+    ``b = beta - running_mean * a`` (one output array, no ``x^``).
 
     Backward, training (``sum`` over the batch and spatial axes, per channel)::
 
@@ -203,10 +205,22 @@ class BatchNormalization(Neuron):
             else:
                 x_hat, inv_std = self._normalise_huge(x, axes, channel, m)
         else:
-            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            x_hat = (x - self.running_mean.reshape(channel)) * inv_std.reshape(channel)
+            return self._forward_inference(x, channel)
         self._cache = (x_hat, inv_std, self.training, None)
         return x_hat * self.gamma.reshape(channel) + self.beta.reshape(channel)
+
+    def _forward_inference(self, x: np.ndarray, channel: tuple[int, ...]) -> np.ndarray:
+        """``y = x * a + b`` with ``a = gamma / sqrt(running_var + eps)`` and ``b = beta - running_mean * a``
+        per channel, as torch's CPU kernel computes it: one output array, in ``x``'s memory layout,
+        and no ``x^``. The cache (for a backward in inference mode, e.g. ``verify.gradcheck``) is ``x``
+        itself, and only when the model keeps caches."""
+        inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+        scale = self.gamma * inv_std
+        shift = self.beta - self.running_mean * scale
+        y = np.multiply(x, scale.reshape(channel))
+        y += shift.reshape(channel)
+        self._cache = (x, inv_std, False, self.running_mean.copy()) if self.keep_cache else None
+        return y
 
     def _forward_fast(self, x: np.ndarray, m: int) -> np.ndarray | None:
         """Training forward on the input's own memory, in its layout (``kernels.batch_norm_train_forward``).
@@ -274,6 +288,9 @@ class BatchNormalization(Neuron):
         dL_dy = self.check_output_grad(dL_dy, x_hat.shape[0], self.dtype)
         axes = (0,) + tuple(range(2, x_hat.ndim))
         channel = (1, -1) + (1,) * (x_hat.ndim - 2)
+        if not training:  # the inference cache holds x and the running mean it was normalised with
+            x_hat = (x_hat - synced.reshape(channel)) * inv_std.reshape(channel)
+            synced = None
         scale = self.gamma * inv_std
         if training and synced is None:
             fast = self._backward_fast(dL_dy, x_hat, scale)

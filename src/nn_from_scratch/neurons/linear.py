@@ -104,7 +104,7 @@ class Linear(Neuron):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.cast_input(self.check_input(x))
-        self._x = x
+        self._x = x if self.keep_cache else None  # a model's inference pass keeps nothing
         y = x @ self.W[1:]
         y += self.W[0]  # in place: one array allocated per call, not two
         return y

@@ -54,8 +54,9 @@ class ReLU(Activation):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.check_input(x)
-        self._y = np.maximum(x, 0)
-        return self._y
+        y = np.maximum(x, 0)
+        self._y = y if self.keep_cache else None  # the output itself: no copy
+        return y
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         y = self._require_cache("_y")

@@ -112,8 +112,8 @@ class MaxPooling(_Pooling2D):
         if x.dtype.kind == "b":
             raise TypeError(f"{self.name}: expected a numeric (integer or floating) array, got dtype bool (torch refuses it too)")
         self._x_shape = x.shape
-        if x.dtype.kind == "f":
-            y, self._argmax = kernels.max_pool2d_forward(x, self.geometry)
+        if x.dtype.kind == "f":  # an inference pass (keep_cache False) needs no argmax
+            y, self._argmax = kernels.max_pool2d_forward(x, self.geometry, need_argmax=self.keep_cache)
             return y
         # Integers keep their dtype, as in torch. The window search runs on a float type that
         # holds every value exactly (so the same maxima and argmax): float64 for up to 32 bits,
@@ -123,12 +123,12 @@ class MaxPooling(_Pooling2D):
             largest = max(abs(int(x.min())), abs(int(x.max())))
             if largest > 2**53:
                 raise ValueError(f"{self.name}: {x.dtype} input beyond +-2**53 is not supported on this platform; got {largest}")
-        y, self._argmax = kernels.max_pool2d_forward(x.astype(exact), self.geometry)
+        y, self._argmax = kernels.max_pool2d_forward(x.astype(exact), self.geometry, need_argmax=self.keep_cache)
         return y.astype(x.dtype)
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
-        x_shape = self._require_cache("_x_shape")
-        return kernels.max_pool2d_backward(self.check_output_grad(dL_dy, x_shape[0]), self._argmax, x_shape, self.geometry)
+        x_shape, argmax = self._require_cache("_x_shape"), self._require_cache("_argmax")
+        return kernels.max_pool2d_backward(self.check_output_grad(dL_dy, x_shape[0]), argmax, x_shape, self.geometry)
 
 
 class AveragePooling(_Pooling2D):
