@@ -206,7 +206,7 @@ def where(net: str, mode: str, batch: int, top: int = 10) -> None:
     stats = snapshot.filter_traces([tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)]).statistics("traceback")
     for s in stats[:top]:
         frames = [f for f in s.traceback if "nn_from_scratch" in f.filename] or list(s.traceback)
-        f = frames[0]
+        f = frames[-1]  # the innermost frame of the library: the line that allocated it
         print(f"  {s.size * mib:7.1f} MiB in {s.count:3d} arrays  {Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}")
 
 

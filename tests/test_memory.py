@@ -178,3 +178,77 @@ def test_the_census_sees_a_planted_leak(leak, monkeypatch):
         model.train_step(x, labels)
         held = held_arrays(model)
         assert any(".ReLU._y" in path or "ReLU._y" in path for path in held), held
+
+
+# -- ReLU's backward: chunked, in place inside a model, never on the caller's array --------------
+def batch_innermost(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("layout", ["nchw", "batch_innermost", "mixed", "strided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_kernel_matches_the_masked_product(layout, dtype, monkeypatch):
+    """Exactly ``dy * (y > 0)`` (inf/NaN in dy and NaN in y included), into a new array and in place,
+    with chunks smaller than the array so that the chunk loop and its last partial chunk run."""
+    from nn_from_scratch import kernels
+
+    monkeypatch.setattr(kernels.elementwise, "ELEMENTWISE_CHUNK", 1000)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 3, 7, 9)).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    x.flat[::17], dy.flat[::13], dy.flat[5::19] = np.nan, np.inf, np.nan
+    y = np.maximum(x, 0)
+    expected = np.where(y > 0, dy, 0 * dy)  # dy * [y > 0]: inf * 0 and NaN * 0 are NaN
+    arrange = {"nchw": (np.ascontiguousarray, np.ascontiguousarray), "batch_innermost": (batch_innermost, batch_innermost),
+               "mixed": (batch_innermost, np.ascontiguousarray),
+               "strided": (lambda a: np.pad(a, ((0, 0), (0, 0), (0, 0), (0, 3)))[..., :9], np.ascontiguousarray)}[layout]
+    y_l, dy_l = arrange[0](y), arrange[1](dy)
+    np.testing.assert_array_equal(kernels.relu_backward(dy_l, y_l), expected)
+    np.testing.assert_array_equal(kernels.relu_backward_reference(dy_l, y_l), expected)
+    scratch = dy_l.copy(order="K")
+    out = kernels.relu_backward(scratch, y_l, out=scratch)
+    np.testing.assert_array_equal(out, expected)
+    assert out is scratch
+    np.testing.assert_array_equal(scratch, expected)
+
+
+def test_relu_backward_runs_in_place_inside_a_model_and_never_on_the_callers_array():
+    from nn_from_scratch.nodes import Identity
+
+    rng = np.random.default_rng(3)
+    relu = ReLU()
+    seen = {}
+    original = ReLU.backward
+
+    def spy(self, dL_dy, need_input_grad=True):
+        out = original(self, dL_dy, need_input_grad)
+        seen["in_place"] = np.shares_memory(out, dL_dy)
+        return out
+
+    model = Sequential([Convolution(kernel_size=3, output_layers=4, padding=1, dtype=np.float64), relu,
+                        MaxPooling(2), Vectorization(), Linear(4 * 4 * 4, 3, dtype=np.float64)], input_shape=(2, 8, 8))
+    x = rng.standard_normal((6, 2, 8, 8))
+    try:
+        ReLU.backward = spy
+        model.forward(x, training=True)
+        model.backward(rng.standard_normal((6, 3)))
+        assert seen["in_place"] and not relu.output_grad_writable
+        # The caller's dL/dy (last layer, or reaching ReLU through Identity) is never overwritten.
+        for layers in ([ReLU()], [ReLU(), Identity()]):
+            chain = Sequential(layers, input_shape=(5,))
+            chain.forward(rng.standard_normal((4, 5)), training=True)
+            g = rng.standard_normal((4, 5))
+            kept = g.copy()
+            chain.backward(g)
+            np.testing.assert_array_equal(g, kept)
+            assert not seen["in_place"]
+    finally:
+        ReLU.backward = original
+    # Called directly, a layer leaves dL/dy alone.
+    relu = ReLU()
+    relu.forward(x)
+    g = rng.standard_normal(x.shape)
+    kept = g.copy()
+    relu.backward(g)
+    np.testing.assert_array_equal(g, kept)

@@ -207,6 +207,10 @@ class Layer(ABC):
     #: rather than what one forward computed -- by convention ``_plan``, where a convolution keeps
     #: its kernel plan: :meth:`release_after_backward` keeps them, :meth:`release_cache` drops them.
     workspace_attrs: tuple[str, ...] = ("_plan",)
+    #: True while a model's backward hands this layer a ``dL_dy`` that nothing reads afterwards
+    #: (the dL/dx the next layer has just returned): the layer may overwrite it, e.g. ReLU computes
+    #: its dL/dx in place. False when the layer is called directly: the caller's array is kept.
+    output_grad_writable = False
     #: How many inputs ``forward`` takes: 1, or None for a merge layer taking a list of any length.
     n_inputs: int | None = 1
 

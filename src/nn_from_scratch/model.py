@@ -154,9 +154,16 @@ class Sequential(BaseModel):
         cache is dropped once its backward has run (``release_after_backward``), so a second
         ``backward`` needs a new training-mode forward, as in torch.
         """
+        given = dL_dy
         for i, layer in enumerate(reversed(self.layers)):
             skip = not need_input_grad and i == len(self.layers) - 1 and layer.can_skip_input_grad
-            dL_dy = layer.backward(dL_dy, need_input_grad=False) if skip else layer.backward(dL_dy)
+            # A dL/dy that a layer of this model returned, and not the caller's array, is read by
+            # no one after this layer: it may be overwritten (ReLU's backward runs in place).
+            layer.output_grad_writable = i > 0 and not np.may_share_memory(dL_dy, given)
+            try:
+                dL_dy = layer.backward(dL_dy, need_input_grad=False) if skip else layer.backward(dL_dy)
+            finally:
+                layer.output_grad_writable = False
             layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
         return dL_dy
 

@@ -6,6 +6,7 @@ simple reference beside it, and the tests hold one against the other.
   depthwise convolution.
 * :mod:`.pooling`: max and average pooling.
 * :mod:`.normalization`: batch norm in the input's own memory layout.
+* :mod:`.elementwise`: ReLU's backward, a cache-sized chunk at a time (in place inside a model).
 * :mod:`.resample`: nearest and bilinear upsampling.
 * :mod:`.special`: erf and erfc (exact GELU).
 
@@ -28,6 +29,7 @@ from .conv import (
     grouped_conv2d_forward,
     im2col,
 )
+from .elementwise import flat_view, relu_backward, relu_backward_reference
 from .geometry import (
     ConvGeometry,
     Padding4,

@@ -63,7 +63,12 @@ class ReLU(Activation):
         # y > 0 exactly where x > 0, so the output is all the backward pass needs. A product
         # with the mask is ~8x faster than np.where, whose per-element branch mispredicts on
         # random signs; it differs only where dL/dy is inf or NaN at x <= 0 (NaN, not 0).
-        return (dL_dy * (y > 0)).astype(y.dtype, copy=False)
+        # Inside a model's backward dL/dy is a scratch array: dL/dx overwrites it, chunk by chunk
+        # (no new array, no whole-size mask; 128x32x32x32 float32: 3.0 ms instead of 4.6).
+        dL_dy = np.asarray(dL_dy)
+        in_place = (self.output_grad_writable and dL_dy.flags.writeable and dL_dy.shape == y.shape
+                    and dL_dy.dtype == y.dtype and dL_dy.strides == y.strides)
+        return kernels.relu_backward(dL_dy, y, out=dL_dy if in_place else None)
 
 
 class LeakyReLU(Activation):
