@@ -252,3 +252,54 @@ def test_relu_backward_runs_in_place_inside_a_model_and_never_on_the_callers_arr
     kept = g.copy()
     relu.backward(g)
     np.testing.assert_array_equal(g, kept)
+
+
+def test_batch_norm_backward_in_place_is_bitwise_the_new_array_result(monkeypatch):
+    """``out=dy``: the same dx, d_beta, d_gamma bit for bit, over several channel chunks."""
+    from nn_from_scratch import kernels
+
+    monkeypatch.setattr(kernels.normalization, "BATCH_NORM_CHUNK_BYTES", 3 * 40 * 8)  # 3 channels per chunk
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        x = batch_innermost(rng.standard_normal((8, 7, 5, 1)).astype(dtype))
+        v, perm = kernels.channel_blocks(x)
+        _, x_hat, _, _, inv_std = kernels.batch_norm_train_forward(v, np.ones(7, dtype), np.zeros(7, dtype), 1e-5, 40)
+        dy = rng.standard_normal(v.shape).astype(dtype)
+        expected = kernels.batch_norm_train_backward(dy, x_hat, inv_std, 40)
+        scratch = dy.copy()
+        got = kernels.batch_norm_train_backward(scratch, x_hat, inv_std, 40, out=scratch)
+        assert got[0] is scratch
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_batch_norm_backward_runs_in_place_inside_a_model():
+    rng = np.random.default_rng(4)
+    bn = BatchNormalization(dtype=np.float64)
+    model = Sequential([Convolution(kernel_size=3, output_layers=4, padding=1, dtype=np.float64), bn, ReLU(),
+                        Convolution(kernel_size=3, output_layers=2, padding=1, dtype=np.float64),
+                        Vectorization(), Linear(2 * 6 * 6, 3, dtype=np.float64)], input_shape=(2, 6, 6))
+    x = rng.standard_normal((5, 2, 6, 6))
+    got = {}
+    original = BatchNormalization.backward
+
+    def spy(self, dL_dy, need_input_grad=True):
+        out = original(self, dL_dy, need_input_grad)
+        got["in_place"], got["dx"] = np.shares_memory(out, dL_dy), out.copy()
+        return out
+
+    try:
+        BatchNormalization.backward = spy
+        model.forward(x, training=True)
+        model.backward(g := rng.standard_normal((5, 3)))
+    finally:
+        BatchNormalization.backward = original
+    assert got["in_place"]
+    # The same dL/dx as the layer called directly (which leaves dL/dy alone).
+    model.forward(x, training=True)
+    upstream = g
+    for layer in reversed(model.layers[2:]):
+        upstream = layer.backward(upstream)
+    kept = upstream.copy()
+    np.testing.assert_array_equal(bn.backward(upstream), got["dx"])
+    np.testing.assert_array_equal(upstream, kept)

@@ -133,19 +133,22 @@ def batch_norm_train_forward(
 
 
 def batch_norm_train_backward(
-    dy: np.ndarray, x_hat: np.ndarray, scale: np.ndarray, m: int
+    dy: np.ndarray, x_hat: np.ndarray, scale: np.ndarray, m: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dx, d_beta, d_gamma)`` of training-mode batch norm, ``dy`` and ``x_hat`` (A, C, B) alike.
 
     ``d_beta = sum(dy)``, ``d_gamma = sum(dy * x_hat)`` per channel and
     ``dx = scale * (dy - d_beta / m - x_hat * d_gamma / m)`` with ``scale = gamma / sqrt(var + eps)``,
-    channel chunk by chunk (the reductions and dx of a chunk while it is cached).
+    channel chunk by chunk (the reductions and dx of a chunk while it is cached). With
+    ``out=dy`` dx overwrites dy (each chunk's sums are taken before it is overwritten; a
+    chunk-sized buffer holds the intermediate): no array of dy's size is allocated.
 
     Args:
         dy: ``dL/dy`` as (A, C, B) blocks, laid out as ``x_hat``.
         x_hat: the normalised input from :func:`batch_norm_train_forward`, (A, C, B).
         scale: ``gamma * inv_std`` per channel, (C,).
         m: the number of samples per channel, ``A * B``.
+        out: where to write dx (``dy`` itself for in place), or None for a new array.
 
     Returns:
         ``dx`` (A, C, B), ``d_beta`` (C,) and ``d_gamma`` (C,).
@@ -159,16 +162,19 @@ def batch_norm_train_backward(
         (array([4.]), True)
     """
     c = dy.shape[1]
-    dx = np.empty(dy.shape, dy.dtype)
+    dx = np.empty(dy.shape, dy.dtype) if out is None else out
+    in_place = np.may_share_memory(dx, dy)
     d_beta, d_gamma = np.empty(c, dy.dtype), np.empty(c, dy.dtype)
     step = _chunk_channels(dy)
+    work = np.empty((dy.shape[0], min(step, c), dy.shape[2]), dy.dtype) if in_place else None
     for c0 in range(0, c, step):
         ch = slice(c0, c0 + step)
-        ds, hs, out = dy[:, ch], x_hat[:, ch], dx[:, ch]
+        ds, hs, dxs = dy[:, ch], x_hat[:, ch], dx[:, ch]
         db = d_beta[ch] = _channel_sums(ds)
         dg = d_gamma[ch] = np.einsum("acb,acb->c", ds, hs)
-        np.multiply(hs, (dg / m)[:, None], out=out)
-        out += (db / m)[:, None]
-        np.subtract(ds, out, out=out)
-        out *= scale[ch, None]
+        t = work[:, : hs.shape[1]] if in_place else dxs
+        np.multiply(hs, (dg / m)[:, None], out=t)
+        t += (db / m)[:, None]
+        np.subtract(ds, t, out=dxs)
+        dxs *= scale[ch, None]
     return dx, d_beta, d_gamma

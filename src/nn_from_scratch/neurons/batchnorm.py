@@ -322,14 +322,16 @@ class BatchNormalization(Neuron):
         if blocks is None:
             return None
         h, perm = blocks
+        scratch = self.output_grad_writable and dL_dy.flags.writeable  # inside a model: dx may overwrite dL/dy
         if dL_dy.strides != x_hat.strides:
             same_layout = np.empty_like(x_hat)  # order "K": x_hat's memory layout
             np.copyto(same_layout, dL_dy)
-            dL_dy = same_layout
+            dL_dy, scratch = same_layout, True
         d = kernels.channel_blocks(dL_dy, 1)
         if d is None or d[1] != perm or d[0].shape != h.shape:
             return None
-        dx, d_beta, d_gamma = kernels.batch_norm_train_backward(d[0], h, scale, x_hat.size // self.num_features)
+        dx, d_beta, d_gamma = kernels.batch_norm_train_backward(
+            d[0], h, scale, x_hat.size // self.num_features, out=d[0] if scratch else None)
         self.accumulate_gradient("beta", d_beta)
         self.accumulate_gradient("gamma", d_gamma)
         return kernels.from_channel_blocks(dx, x_hat, perm)
