@@ -101,12 +101,15 @@ def under_load_table(results: list[dict]) -> list[str]:
     """under_load.py's rows come in (idle, loaded) pairs per network."""
     lines = [
         "| network | idle: ours / torch img/s | idle ratio | loaded: ours / torch img/s | loaded ratio | change "
-        "| ours slowed | torch slowed | threads idle / loaded: ours, torch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| ours slowed | torch slowed | threads idle / loaded: ours, torch | other processes' cores idle / loaded |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for idle, loaded in zip(results[::2], results[1::2]):
         def counts(r: dict, who: str) -> str:
             return ",".join(str(t[who]) for t in r.get("threads", []))
+
+        def cores(r: dict) -> str:
+            return ",".join("?" if c is None else f"{c:.1f}" for c in r.get("other_processes_cores", []))
 
         name = idle["title"].rsplit(", idle", 1)[0]
         change = loaded["ratio"] / idle["ratio"] - 1
@@ -116,7 +119,7 @@ def under_load_table(results: list[dict]) -> list[str]:
             f"| **{change:+.0%}** | {idle['ours']['median'] / loaded['ours']['median']:.1f}x "
             f"| {idle['torch']['median'] / loaded['torch']['median']:.1f}x "
             f"| ours {counts(idle, 'nn_from_scratch')} / {counts(loaded, 'nn_from_scratch')}; "
-            f"torch {counts(idle, 'torch')} / {counts(loaded, 'torch')} |"
+            f"torch {counts(idle, 'torch')} / {counts(loaded, 'torch')} | {cores(idle)} / {cores(loaded)} |"
         )
     return lines
 

@@ -8,12 +8,14 @@ torch one after the other (order flipping every rep), as in the other benchmarks
 1. **idle**: nothing started by the benchmark (other users' processes are whatever they are:
    the load average is printed);
 2. **loaded**: with ``--busy`` (default 3) competing processes that this script starts before
-   the block and kills after it, each a plain Python busy loop (``n += 1`` forever: one core
+   the block (then trains untimed for ``--settle`` seconds, so that both libraries see the load)
+   and kills after it, each a plain Python busy loop (``n += 1`` forever: one core
    each, no memory traffic, no threads). On a 2-core machine three of them leave each runnable
    thread well under a core.
 
 Printed per network: the ratio ours/torch of the median images/s, idle and loaded, and its
-relative change; the target of issue 9 is a loaded ratio no worse than the idle one within 20%.
+relative change, with the cores' worth of CPU that other processes used during each block (from
+``/proc/stat``: on a shared machine the "idle" blocks are only as idle as other users leave them); the target of issue 9 is a loaded ratio no worse than the idle one within 20%.
 The busy processes are killed when the loaded phase ends, and at any exit of this script
 (exception, Ctrl-C, SIGTERM); each also quits by itself when its parent is gone.
 
@@ -133,13 +135,27 @@ def thread_counts() -> dict:
     return {"nn_from_scratch": nn_from_scratch.get_num_threads(), "torch": torch.get_num_threads()}
 
 
+def other_cpu_sample() -> tuple[float, float | None, float]:
+    """(wall s, CPU s of every process on our cores from /proc/stat or None, this process's CPU s)."""
+    from nn_from_scratch.threads import _available_cpus, read_cpu_seconds
+
+    return time.monotonic(), read_cpu_seconds(_available_cpus()), time.process_time()
+
+
+def other_cores(before: tuple, after: tuple) -> float | None:
+    """Cores' worth of CPU that other processes (the busy loops included) used between two samples."""
+    if before[1] is None or after[1] is None or after[0] <= before[0]:
+        return None
+    return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / (after[0] - before[0])
+
+
 def measure(net: str, args) -> tuple[dict, dict]:
     """Idle and loaded timings of ``net``, the phases interleaved rep by rep (idle, then loaded).
 
     Interleaving makes a change in other users' load hit both phases alike. Each loaded block
-    starts ``args.busy`` busy processes, waits ``args.settle`` seconds, times, and kills them;
-    each idle block also waits ``args.settle`` seconds first, so that both libraries have seen
-    the machine idle again (ours re-measures the load every 0.5 s).
+    starts ``args.busy`` busy processes, trains untimed for ``args.settle`` seconds, times, and
+    kills them; each idle block also trains untimed for ``args.settle`` seconds first, so that
+    both libraries have seen the machine idle again (ours re-measures the load every 0.5 s).
     """
     title, batch, runners = runners_for(net, args.ours_threads, args.torch_threads)
     for run in runners.values():
@@ -149,17 +165,23 @@ def measure(net: str, args) -> tuple[dict, dict]:
               "loaded": {name: common.Timing(name) for name in runners}}
     threads_seen: dict[str, list] = {"idle": [], "loaded": []}
     loads: dict[str, list] = {"idle": [], "loaded": []}
+    others: dict[str, list] = {"idle": [], "loaded": []}
     step = args.warmup
     for rep in range(args.reps):
         for phase in ("idle", "loaded"):
             with BusyProcesses(args.busy if phase == "loaded" else 0):
-                time.sleep(args.settle)
-                for name, run in runners.items():  # the libraries notice the new load (ours: threads.adapt)
-                    run(step)
+                # Keep training (both libraries, in turn) while the load settles, as a long run
+                # would: ours re-measures the load every 0.5 s (threads.adapt).
+                end = time.monotonic() + args.settle
+                while time.monotonic() < end:
+                    for run in runners.values():
+                        run(step)
+                before = other_cpu_sample()
                 block = common.time_alternating(runners, batch, args.steps, 1, 0) if rep % 2 == 0 else \
                     common.time_alternating(dict(reversed(list(runners.items()))), batch, args.steps, 1, 0)
                 threads_seen[phase].append(thread_counts())
                 loads[phase].append(os.getloadavg()[0])
+                others[phase].append(other_cores(before, other_cpu_sample()))
             for name, timing in block.items():
                 phases[phase][name].images_per_s += timing.images_per_s
             step += args.steps + 1
@@ -168,10 +190,12 @@ def measure(net: str, args) -> tuple[dict, dict]:
         label = f"{title}, {phase}" + (f" ({args.busy} busy processes)" if phase == "loaded" else "")
         result = common.report(label, timings)
         result["threads"], result["load_average_1min"] = threads_seen[phase], loads[phase]
+        result["other_processes_cores"] = others[phase]
         ours_counts = [t["nn_from_scratch"] for t in threads_seen[phase]]
         torch_counts = [t["torch"] for t in threads_seen[phase]]
         print(f"threads at the end of each block: ours {ours_counts} (BLAS), torch {torch_counts}; "
-              f"1-min load average {min(loads[phase]):.1f}-{max(loads[phase]):.1f}")
+              f"1-min load average {min(loads[phase]):.1f}-{max(loads[phase]):.1f}; cores used by other processes "
+              f"during the blocks: {', '.join('?' if c is None else f'{c:.2f}' for c in others[phase])}")
         results[phase] = result
     return results["idle"], results["loaded"]
 
@@ -183,7 +207,8 @@ def main() -> list[dict]:
     p.add_argument("--steps", type=int, default=20, help="steps per timed block")
     p.add_argument("--reps", type=int, default=5, help="timed blocks per library and phase (idle and loaded interleaved)")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--settle", type=float, default=2.0, help="seconds to wait after starting (or before timing without) the busy processes")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds of untimed training before each block (after starting the busy processes)")
     p.add_argument("--ours-threads", type=int, help="set ours to N BLAS threads (default: the library's default)")
     p.add_argument("--torch-threads", type=int, help="set torch to N threads (default: torch's default)")
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)  # run_all passes it: ignored, defaults are the point

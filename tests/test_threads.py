@@ -182,8 +182,9 @@ def test_adapt_drops_to_one_thread_when_others_are_busy_and_comes_back(monkeypat
     assert threads.adapt(machine.clock) == 1 and blas_counts() == [1] * len(blas_counts())
     machine.run(0.1, own_cores=0.0, other_cores=0.0)  # within INTERVAL: no new measurement
     assert threads.adapt(machine.clock) == 1
-    # They stop: the smoothed load (halved per interval, 0.75 -> 0.375 -> 0.19) must fall below a
-    # fifth of a core before the second thread comes back.
+    # Smoothed with a 0.5 s time constant: 1.5 cores for 0.6 s -> 1.5 * (1 - e^-1.2) = 1.05 above.
+    # They stop: 1.05 * e^-1.4 = 0.26 (0.7 s since the last measurement), then 0.26 * e^-1.2 = 0.08;
+    # it must fall below a fifth of a core before the second thread comes back.
     counts = []
     for _ in range(3):
         machine.run(0.6, own_cores=1.0, other_cores=0.0)

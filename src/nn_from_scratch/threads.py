@@ -34,6 +34,7 @@ block that asks for one thread per core looks like the default to :func:`adapt`)
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import threading
@@ -46,6 +47,9 @@ _original: Any = None  # the threadpoolctl limiter holding the start-up settings
 
 #: Seconds between two measurements of the load by :func:`adapt`.
 INTERVAL = 0.5
+#: Time constant (s) of the smoothing of the measured load: a load that starts or stops moves the
+#: count after about one to two intervals.
+SMOOTHING = 0.5
 #: Environment variables that fix the BLAS thread count: when one is set, the library does not adapt.
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -234,9 +238,11 @@ class _Adaptive:
             if self.count is None:
                 self.set(default_num_threads(cpus=len(self.cpus)))  # until an interval is measured
         elif now > self.last[0]:
-            others = max(0.0, (busy - self.last[1]) - (own - self.last[2])) / (now - self.last[0])
-            fresh = now - self.last[0] > 10 * INTERVAL  # after a long pause the old average says little
-            self.others = others if self.others is None or fresh else 0.5 * (self.others + others)
+            dt = now - self.last[0]
+            others = max(0.0, (busy - self.last[1]) - (own - self.last[2])) / dt
+            # Smoothed with time constant SMOOTHING: an interval of length dt weighs 1 - exp(-dt / SMOOTHING).
+            weight = 1.0 if self.others is None else 1.0 - math.exp(-dt / SMOOTHING)
+            self.others = (self.others or 0.0) + weight * (others - (self.others or 0.0))
             self.set(choose_threads(len(self.cpus), min(self.others, len(self.cpus))))
         self.last = (now, busy, own)
 
