@@ -208,7 +208,8 @@ class Model(BaseModel):
         dL/dx do, and ``None`` may be returned.
         """
         input_id = self.inputs[0].id
-        grads: dict[int, np.ndarray] = {self.outputs[0].id: np.asarray(dL_dy)}
+        given = np.asarray(dL_dy)
+        grads: dict[int, np.ndarray] = {self.outputs[0].id: given}
         for node in reversed(self.nodes):
             g = grads.pop(node.output.id, None)
             if g is None:
@@ -218,7 +219,15 @@ class Model(BaseModel):
                 layer.restore_context(self._contexts.pop(id(node)))
             feeds_only_input = all(t.id == input_id for t in node.inputs)
             skip = not need_input_grad and feeds_only_input and layer.can_skip_input_grad
-            result = layer.backward(g, need_input_grad=not skip)
+            # A gradient that no other pending gradient (Add hands one array to both branches)
+            # and not the caller's array shares memory with is read by no one after this layer:
+            # the layer may overwrite it (ReLU and batch norm compute dL/dx in place).
+            layer.output_grad_writable = isinstance(g, np.ndarray) and not np.may_share_memory(g, given) and not any(
+                np.may_share_memory(g, other) for other in grads.values())
+            try:
+                result = layer.backward(g, need_input_grad=not skip)
+            finally:
+                layer.output_grad_writable = False
             del g
             layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
             if result is None:
