@@ -24,7 +24,7 @@ the peak of NumPy memory occurs, the memory live when it started, by the source 
 allocated it (the layer attribute that holds it, where one does), and the call's own
 temporaries. This is how the remaining peak is attributed in the closing note.
 
-    python benchmarks/memory.py                      # plain and vgg, batch 128, the table
+    python benchmarks/memory.py                      # plain and vgg, batch 128, the table (about 2 minutes)
     python benchmarks/memory.py --nets plain --where # and where our peak comes from
 """
 
@@ -100,12 +100,17 @@ def child(spec: str, steps: int) -> dict:
     return result
 
 
-def in_child(spec: str, steps: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", spec, "--steps", str(steps)],
-        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def in_child(spec: str, steps: int, repeats: int = 1) -> dict:
+    """The median of ``repeats`` fresh child processes, figure by figure (RSS growth varies by a
+    few tens of MiB from run to run with where the allocator happens to place the arrays)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", spec, "--steps", str(steps)],
+            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
 
 
 # -- where does our peak come from --------------------------------------------------------------
@@ -215,6 +220,7 @@ def main() -> dict:
     p.add_argument("--nets", nargs="+", default=["plain", "vgg"])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="fresh child processes per figure (the median is shown)")
     p.add_argument("--where", action="store_true", help="also print where our peak comes from")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -224,12 +230,12 @@ def main() -> dict:
         raise SystemExit(0)
     rows = []
     mib = 1 / 1024
-    print(f"peak memory, float32, batch {args.batch}, 1 thread each, fresh process per run (MiB)")
+    print(f"peak memory, float32, batch {args.batch}, 1 thread each, fresh process per run, median of {args.repeats} (MiB)")
     print(f"{'net':6s} {'mode':6s} {'ours peak':>9s} {'torch peak':>10s} {'ratio':>6s} {'ours held':>9s} "
           f"{'torch held':>10s} {'ours numpy peak':>15s}")
     for net in args.nets:
         for mode in MODES:
-            m = {which: in_child(f"{which}:{net}:{mode}:{args.batch}", args.steps) for which in ("ours", "torch")}
+            m = {which: in_child(f"{which}:{net}:{mode}:{args.batch}", args.steps, args.repeats) for which in ("ours", "torch")}
             ratio = m["ours"]["rss_growth_kib"] / max(m["torch"]["rss_growth_kib"], 1)
             rows.append({"net": net, "mode": mode, "batch": args.batch, "ours": m["ours"], "torch": m["torch"], "ratio": ratio})
             print(f"{net:6s} {mode:6s} {m['ours']['rss_growth_kib'] * mib:9.1f} {m['torch']['rss_growth_kib'] * mib:10.1f} "
