@@ -4,7 +4,7 @@
     python benchmarks/run_all.py                      # default threads: ours adapts (threads.adapt)
     python benchmarks/run_all.py --threads 1 --under-load   # plus the run with 3 busy processes
     python benchmarks/run_all.py --quick --threads 1  # smoke run: 2 reps, few steps, no memory children
-    python benchmarks/run_all.py --only seed_cnn cifar under_load   # a subset
+    python benchmarks/run_all.py --only seed_cnn cifar memory under_load   # a subset
 
 Each benchmark runs in its own process and compares this library with PyTorch eager, alternating,
 on the same data, weights and thread count (see benchmarks/common.py for the method):
@@ -13,6 +13,8 @@ on the same data, weights and thread count (see benchmarks/common.py for the met
 * inference.py -- throughput (seed CNN, LeNet-5, CIFAR plain at 128) and batch-1 latency;
 * cifar.py -- CIFAR-sized training: plain, bn, avg, stride2 at batch 32 and 128, vgg at 32;
 * resnet.py -- zoo.resnet training at batch 128;
+* memory.py (once, one thread; not with ``--no-memory``) -- peak memory of training and inference,
+  CIFAR plain and VGG at batch 128;
 * under_load.py (``--under-load``, once, at both libraries' default threads) -- the seed CNN and
   LeNet-5 idle and with three busy processes that it starts itself.
 
@@ -47,6 +49,7 @@ JOBS = [
 ]
 QUICK = ["--reps", "2", "--warmup", "2"]
 UNDER_LOAD_QUICK = ["--reps", "2", "--steps", "5", "--warmup", "2", "--settle", "1.5"]
+MEMORY_QUICK = ["--nets", "plain", "--repeats", "1", "--steps", "2"]
 
 
 def run_script(script: str, threads: int | None, extra: list[str]) -> list[dict]:
@@ -124,14 +127,34 @@ def under_load_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def memory_table(rows: list[dict]) -> list[str]:
+    """memory.py's rows: peak RSS growth of training and inference, fresh process per run."""
+    targets = {"train": 1.2, "infer": 1.5}
+    lines = [
+        "| network, mode, batch | ours: peak RSS growth, MiB | torch | ratio | issue-9 target | held after, MiB: ours / torch "
+        "| NumPy peak per step (ours), MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        o, t = r["ours"], r["torch"]
+        lines.append(
+            f"| CIFAR {r['net']}, {'training' if r['mode'] == 'train' else 'inference'}, batch {r['batch']} "
+            f"| {mib(o, 'rss_growth_kib')} | {mib(t, 'rss_growth_kib')} | **{r['ratio']:.2f}x** "
+            f"| <= {targets.get(r['mode'], float('nan'))}x | {mib(o, 'held_kib')} / {mib(t, 'held_kib')} "
+            f"| {mib(o, 'tracemalloc_kib')} |"
+        )
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="*", default=[None],
                    help="thread counts, one table each (default: one table at the libraries' default threads)")
     p.add_argument("--output", default=str(HERE / "RESULTS.md"))
     p.add_argument("--reps", type=int, help="override each script's repetitions")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 reps, few steps, no memory children")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 reps, few steps, no memory children in the speed scripts, memory.py on plain once")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes and memory.py")
     p.add_argument("--under-load", action="store_true", help="also run under_load.py (default threads, 3 busy processes)")
     p.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these scripts (e.g. seed_cnn cifar under_load)")
     args = p.parse_args()
@@ -158,6 +181,10 @@ def main() -> None:
         sections += [f"### {label}", "",
                      f"Load average (1, 5, 15 min) before this table: {' '.join(f'{v:.1f}' for v in load_before)}; "
                      f"after: {' '.join(f'{v:.1f}' for v in load_after)}.", "", *table(results), ""]
+    if (not only or "memory" in only) and not args.no_memory and (HERE / "memory.py").exists():
+        rows = run_script("memory.py", None, MEMORY_QUICK if args.quick else [])
+        sections += ["### Peak memory: training and inference (memory.py; 1 thread, fresh process per run, median of its repeats)",
+                     "", *memory_table(rows), ""]
     if args.under_load:
         extra = UNDER_LOAD_QUICK if args.quick else []
         if args.reps:
