@@ -117,7 +117,7 @@ def test_inference_forward_keeps_nothing_for_a_backward():
     plan = kernels.Conv2dPlan((2, 3, 8, 8), 4, geom, np.float64)
     rng = np.random.default_rng(3)
     plan.forward(rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), None, keep_for_backward=False)
-    assert plan._U is None and plan._dy is None and plan._Z is None and plan._D is None
+    assert plan._xpad is None and plan._U is None and plan._dy is None and plan._Z is None and plan._D is None
     with pytest.raises(RuntimeError, match="keep_for_backward"):
         plan.backward(np.zeros((2, 4, 4, 8)), np.zeros((4, 3, 3, 3)))
 

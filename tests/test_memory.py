@@ -125,12 +125,7 @@ def test_train_step_then_predict_releases_the_training_caches(name):
     assert_holds_almost_nothing(model, f"{name} after train_step and predict")
 
 
-CONV_PADDED_COPY = pytest.mark.xfail(
-    strict=True, reason="Conv2dPlan keeps _xpad, a padded copy of the whole input, after an inference forward "
-    "(issue 9: the convolution kernels' part; pad a block of rows at a time as the unrolling does)")
-
-
-@pytest.mark.parametrize("kind", ["other layers", pytest.param("convolutions", marks=CONV_PADDED_COPY)])
+@pytest.mark.parametrize("kind", ["other layers", "convolutions"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_an_inference_forward_keeps_nothing_in_any_layer(name, kind):
     """Each layer, right after its own inference forward (before the model releases anything),

@@ -345,17 +345,24 @@ class Conv2dPlan:
         self._filled = False
 
     # -- forward ---------------------------------------------------------------------------
-    def _padded_source(self, x: np.ndarray) -> np.ndarray:
-        """``x`` as (C, rows, Wp, N), zero-padded, with at least ``phase_rows`` rows when strided."""
+    def _padded_source(self, x: np.ndarray, keep: bool = True) -> np.ndarray:
+        """``x`` as (C, rows, Wp, N), zero-padded, with at least ``phase_rows`` rows when strided.
+
+        The padded copy is kept for the next call (its zero borders written once) when ``keep``;
+        an inference pass pads into a temporary that is gone when the forward returns.
+        """
         n, c, h, w = self.x_shape
         pt, _, pl, _ = self.geom.padding
         x_chwn = x.transpose(1, 2, 3, 0)
         if not any(self.geom.padding) and self.phase_rows == h and x_chwn.flags.c_contiguous:
             return x_chwn  # already batch-innermost (the output of a previous convolution)
-        if self._xpad is None:  # zero borders are written once; each forward overwrites the interior
-            self._xpad = np.zeros((c, self.phase_rows, self.wp, n), self.dtype)
-        self._xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
-        return self._xpad
+        xpad = self._xpad if keep else None
+        if xpad is None:
+            xpad = np.zeros((c, self.phase_rows, self.wp, n), self.dtype)
+            if keep:
+                self._xpad = xpad
+        xpad[:, pt : pt + h, pl : pl + w, :] = x_chwn
+        return xpad
 
     def _unroll(self, source: np.ndarray, U: np.ndarray, m0: int = 0) -> None:
         """``U[c, q, r, m - m0] = source[c, m*sh + r, j*sw + q*dw, n]`` for the phase rows ``m`` U holds."""
@@ -377,7 +384,7 @@ class Conv2dPlan:
         """
         n, c, h, w = self.x_shape
         o, kh, kw = self.out_channels, self.geom.kh, self.geom.kw
-        source = self._padded_source(x)
+        source = self._padded_source(x, keep=keep_for_backward)
         W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
         y = np.empty((o, self.pixels), self.dtype)
         if keep_for_backward:
