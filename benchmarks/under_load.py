@@ -31,6 +31,7 @@ import atexit
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -231,6 +232,11 @@ def main() -> list[dict]:
         idle, loaded = measure(net, args)
         change = loaded["ratio"] / idle["ratio"] - 1
         verdict = "ok" if loaded["ratio"] >= 0.8 * idle["ratio"] else "WORSE than idle by more than 20%"
+        busy_idle = [c for c in idle["other_processes_cores"] if c is not None]
+        if busy_idle and statistics.median(busy_idle) >= 0.5:
+            idle["idle_was_busy"] = True
+            verdict += (f"; but the idle blocks were not idle: other processes used a median "
+                        f"{statistics.median(busy_idle):.1f} cores during them")
         print(f"\n==> {net}: ratio ours/torch idle {idle['ratio']:.2f}x, loaded {loaded['ratio']:.2f}x, "
               f"change {change:+.0%} ({verdict}); ours slowed {idle['ours']['median'] / loaded['ours']['median']:.1f}x, "
               f"torch {idle['torch']['median'] / loaded['torch']['median']:.1f}x under load\n")
