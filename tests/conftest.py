@@ -10,6 +10,14 @@ import pytest
 # on the torch backend whatever else is installed (TensorFlow, JAX) or the shell chose.
 os.environ["KERAS_BACKEND"] = "torch"
 
+# The library's default BLAS thread count follows the machine's load (threads.adapt), so it could
+# change between the two runs that a bit-identical check compares; those checks need one fixed
+# count, as a user who wants reproducible runs sets one. OPENBLAS_NUM_THREADS at one thread per
+# core -- OpenBLAS's own default -- turns adapting off without changing the count.
+# tests/test_threads.py checks adapt with the variable removed.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                  else os.cpu_count() or 1))
+
 
 def keras_or_skip():
     """``keras`` on its torch backend, or a skip whose reason pytest reports (``-ra``)."""

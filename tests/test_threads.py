@@ -155,6 +155,11 @@ class FakeMachine:
         self.busy += (own_cores + other_cores) * seconds
 
 
+def set_blas(n: int) -> None:
+    for controller in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers:
+        controller.set_num_threads(n)
+
+
 @pytest.fixture
 def fresh_adaptive(monkeypatch):
     """A fresh adaptive state, no thread environment variables, and NumPy's BLAS put back afterwards."""
@@ -162,18 +167,15 @@ def fresh_adaptive(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(threads, "_adaptive", threads._Adaptive())
     original = blas_counts()
-    if original != [len(threads._available_cpus())] * len(original):
-        pytest.skip("NumPy's BLAS does not start at one thread per core here")
+    set_blas(len(threads._available_cpus()))  # as OpenBLAS starts: one thread per core
     yield
     nn_from_scratch.set_num_threads(None)
-    for controller in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers:
-        controller.set_num_threads(max(original))
+    set_blas(max(original))
 
 
 def test_adapt_drops_to_one_thread_when_others_are_busy_and_comes_back(monkeypatch, fresh_adaptive):
     machine = FakeMachine(monkeypatch, cpus=2)
-    if blas_counts()[0] != 2:
-        pytest.skip("needs a BLAS that starts at 2 threads (a 2-core machine)")
+    set_blas(2)  # one thread per (fake) core, as OpenBLAS starts
     assert threads.adapt(machine.clock) == 2  # first call: the load average (0) -> every core
     assert blas_counts() == [2] * len(blas_counts())
     machine.run(0.6, own_cores=2.0, other_cores=0.0)  # idle machine: stays at 2
@@ -202,11 +204,6 @@ def test_adapt_leaves_a_chosen_count_alone(monkeypatch, fresh_adaptive):
     nn_from_scratch.set_num_threads(None)  # back to the adaptive default
     machine.run(1.0, own_cores=1.0, other_cores=5.0)
     assert threads.adapt(machine.clock) is not None
-
-
-def set_blas(n: int) -> None:
-    for controller in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers:
-        controller.set_num_threads(n)
 
 
 def test_adapt_leaves_a_threadpool_limits_block_and_the_environment_alone(monkeypatch, fresh_adaptive):
