@@ -21,6 +21,7 @@ Padding is given as four numbers ``(top, bottom, left, right)`` so that Keras-st
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -238,7 +239,7 @@ def rows_apart(shape: tuple[int, ...], row_axes: int, dtype: np.dtype, fill: flo
         ((3, 256), (1088, 4))
     """
     dtype = np.dtype(dtype)
-    rows, row = int(np.prod(shape[:row_axes])), int(np.prod(shape[row_axes:]))
+    rows, row = math.prod(shape[:row_axes]), math.prod(shape[row_axes:])
     pad = 64 // dtype.itemsize if rows > 1 and (row * dtype.itemsize) % 1024 == 0 else 0
     flat = np.empty((rows, row + pad), dtype) if fill is None else np.full((rows, row + pad), fill, dtype)
     return flat[:, :row].reshape(shape)

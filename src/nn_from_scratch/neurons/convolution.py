@@ -169,6 +169,7 @@ class Convolution(KernelLayer):
         self._B_pd: np.ndarray | None = None
         self.geometry: kernels.ConvGeometry | None = None
         self._plan: kernels.Conv2dPlan | kernels.GroupedConv2dPlan | None = None  # fast path: shapes and work buffers (see kernels)
+        self._inference_plan: kernels.Conv2dPlan | None = None  # for models' inference passes: shapes only, no buffers
         self._x_shape: tuple[int, ...] | None = None
 
         shape = per_sample_shape(input_dim, expected_ndim=3, what="input_dim", who=self.name)
@@ -227,13 +228,17 @@ class Convolution(KernelLayer):
         x = self.cast_input(self.check_input(x))
         self._x_shape = x.shape
         bias = self.B if self.use_bias else None
+        if not self.keep_cache and self.groups == 1:
+            # A model's inference pass: the input is unrolled a block of rows at a time and
+            # nothing is kept, so one plan (its shapes, no buffers) serves every such pass.
+            plan = self._inference_plan
+            if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
+                plan = self._inference_plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
+            return plan.forward(x, self.W, bias, keep_for_backward=False)
         plan = self._plan
         if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
             plan = self._plan = kernels.conv_plan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
-        if self.groups > 1:
-            return plan.forward(x, self.W, bias)
-        # A model's inference pass unrolls the input a block at a time and keeps nothing.
-        return plan.forward(x, self.W, bias, keep_for_backward=self.keep_cache)
+        return plan.forward(x, self.W, bias)
 
     can_skip_input_grad = True
 
