@@ -317,3 +317,27 @@ def test_in_place_backward_gives_bitwise_the_same_gradients(name, monkeypatch):
         weights.append([w.copy() for w in model.get_weights()])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_dropout_caches_a_one_byte_mask_and_gives_the_float_mask_results():
+    """The cache is the boolean [u >= rate] (a quarter of a float32 mask); forward and backward
+    equal x * m and dL/dy * m with m = [u >= rate] / (1 - rate) in x's dtype, and inside a model the
+    backward overwrites dL/dy."""
+    from nn_from_scratch.nodes import Dropout
+
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        layer = Dropout(0.3)
+        layer.rng = np.random.default_rng(1)
+        x = rng.standard_normal((4, 3, 5)).astype(dtype)
+        y = layer.forward(x)
+        assert layer._mask.dtype == np.bool_ and layer._mask.nbytes == x.size
+        u = np.random.default_rng(1).random(x.shape, dtype=np.float32)
+        m = (u >= 0.3).astype(dtype) / dtype(1 - 0.3)
+        np.testing.assert_array_equal(y, x * m)
+        g = rng.standard_normal(x.shape).astype(dtype)
+        np.testing.assert_array_equal(layer.backward(g), g * m)
+        layer.output_grad_writable = True
+        scratch = g.copy()
+        assert layer.backward(scratch) is scratch
+        np.testing.assert_array_equal(scratch, g * m)

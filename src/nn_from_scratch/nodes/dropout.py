@@ -20,6 +20,10 @@ class Dropout(Node):
         m[...] = [u >= rate] / (1 - rate),   u ~ U[0, 1) per element (float32 draws)
         y = x * m                            dL/dx = dL/dy * m   (the same mask)
 
+    The cache between forward and backward is the boolean ``[u >= rate]`` (one byte per element,
+    as torch's mask); ``m`` is rebuilt from it, so the values are those of the float mask.
+    Inside a model's backward ``dL/dx`` is written over ``dL/dy`` (``output_grad_writable``).
+
     Shapes: any ``(N, ...)``, unchanged. The uniform draws come from ``self.rng`` -- any object
     with numpy's ``random(size, dtype=...)`` method, which :class:`~nn_from_scratch.Sequential`
     sets to the model's generator -- or, when unset, :func:`nn_from_scratch.initializers.default_rng`.
@@ -36,7 +40,7 @@ class Dropout(Node):
     """
 
     fixed_input_shape = False
-    cache_attrs = ("_mask",)
+    cache_attrs = ("_mask", "_mask_dtype")
 
     def __init__(self, rate: float, name: str | None = None) -> None:
         super().__init__(name)
@@ -53,10 +57,15 @@ class Dropout(Node):
             self._mask = None
             return x
         rng = self.rng if self.rng is not None else initializers.default_rng()
-        mask = (rng.random(x.shape, dtype=np.float32) >= self.rate).astype(x.dtype)
-        mask /= x.dtype.type(1.0 - self.rate)  # divide, not multiply by the reciprocal: torch's rounding
-        self._mask = mask
-        return x * mask
+        keep = rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._mask, self._mask_dtype = (keep, x.dtype) if self.keep_cache else (None, None)
+        return x * self._scaled(keep, x.dtype)
+
+    def _scaled(self, keep: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``m = [u >= rate] / (1 - rate)`` in ``dtype`` (a temporary; the cache is the boolean)."""
+        mask = keep.astype(dtype)
+        mask /= dtype.type(1.0 - self.rate)  # divide, not multiply by the reciprocal: torch's rounding
+        return mask
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         dL_dy = np.asarray(dL_dy)
@@ -64,7 +73,10 @@ class Dropout(Node):
             return dL_dy
         if dL_dy.shape != self._mask.shape:
             raise ValueError(f"{self.name}: expected dL_dy of shape {self._mask.shape}, got {dL_dy.shape}")
-        return dL_dy * self._mask
+        mask = self._scaled(self._mask, self._mask_dtype)  # in x's dtype, as the forward's
+        if self.output_grad_writable and dL_dy.flags.writeable and dL_dy.dtype == np.result_type(dL_dy, mask):
+            return np.multiply(dL_dy, mask, out=dL_dy)
+        return dL_dy * mask
 
     def get_config(self) -> dict[str, Any]:
         return {"rate": self.rate, "name": self.name}
