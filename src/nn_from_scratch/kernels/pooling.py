@@ -142,8 +142,8 @@ def max_pool2d_backward(
     # the strided view of dx is ~1.5x slower.
     finite = bool(np.isfinite(dy).all())
     share = np.empty_like(argmax, dtype=dy.dtype)
-    if share.strides != dy.strides:  # one transposing copy beats kh*kw strided products
-        np.copyto(share, dy)
+    if memory_order(dy) != memory_order(argmax):  # one transposing copy beats kh*kw strided products
+        np.copyto(share, dy)  # (a view in the same order, e.g. a convolution's cropped dL/dx, is read in place)
         dy, share = share, np.empty_like(share)
     for t in range(geom.kh * geom.kw):
         ranges = _tap_ranges(t // geom.kw, t % geom.kw, h, w, oh, ow, geom)
