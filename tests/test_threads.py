@@ -206,6 +206,23 @@ def test_adapt_leaves_a_chosen_count_alone(monkeypatch, fresh_adaptive):
     assert threads.adapt(machine.clock) is not None
 
 
+def test_adapt_resumes_after_set_num_threads_none_from_the_count_it_had_set(monkeypatch, fresh_adaptive):
+    machine = FakeMachine(monkeypatch, cpus=2)
+    set_blas(2)
+    assert threads.adapt(machine.clock) == 2
+    machine.run(1.0, own_cores=0.5, other_cores=1.5)
+    assert threads.adapt(machine.clock) == 1  # busy: adapt set 1
+    nn_from_scratch.set_num_threads(2)  # the user's choice for a while ...
+    machine.run(1.0, own_cores=0.5, other_cores=1.5)
+    assert threads.adapt(machine.clock) is None and blas_counts() == [2] * len(blas_counts())
+    nn_from_scratch.set_num_threads(None)  # ... then back: the count before it (1) and adapting
+    assert blas_counts() == [1] * len(blas_counts())
+    machine.run(1.0, own_cores=1.0, other_cores=0.0)
+    threads.adapt(machine.clock)  # first measurement after resuming: a baseline
+    machine.run(1.0, own_cores=1.0, other_cores=0.0)
+    assert threads.adapt(machine.clock) == 2 and blas_counts() == [2] * len(blas_counts())  # idle again
+
+
 def test_adapt_leaves_a_threadpool_limits_block_and_the_environment_alone(monkeypatch, fresh_adaptive):
     machine = FakeMachine(monkeypatch, cpus=4)  # 4 cores, so that adapt's wish, its last count and the block's differ
     set_blas(4)  # one thread per (fake) core, as OpenBLAS starts

@@ -89,8 +89,7 @@ def set_num_threads(n: int | None) -> int:
         if _original is not None:
             _original.restore_original_limits()
             _original = None
-        _adaptive.chosen = False
-        _adaptive.forget()
+        _adaptive.resume()
         return previous
     _adaptive.chosen = True  # a chosen count stays
     limiter = threadpool_limits(limits=int(n), user_api="blas")
@@ -209,6 +208,13 @@ class _Adaptive:
         self.last: tuple[float, float, float] | None = None  # (wall s, busy CPU s of all on our cores, own CPU s)
         self.others: float | None = None  # smoothed cores' worth of CPU used by other processes
         self.count: int | None = None  # what adapt set last
+
+    def resume(self) -> None:
+        """Adapt again from the count restored now (after set_num_threads(None)), with fresh measurements."""
+        self.chosen = False
+        self.forget()
+        if self.controllers:
+            self.count = max(c.get_num_threads() for c in self.controllers)
 
     def start(self) -> None:
         """Decide once whether the environment leaves the count to the library; find NumPy's BLAS."""
