@@ -19,7 +19,8 @@ Figures (MiB):
 * ``numpy peak`` (ours only) -- ``tracemalloc``'s peak of NumPy memory during one step after a
   first one, over what was live before it (``common.numpy_step_peak_bytes``).
 
-With ``--where``, a per-layer account of our peak (``tracemalloc``): for the layer call in which
+With ``--where``, what the layers hold between steps (attribute by attribute), then a per-layer
+account of our peak (``tracemalloc``): for the layer call in which
 the peak of NumPy memory occurs, the memory live when it started, by the source line that
 allocated it (the layer attribute that holds it, where one does), and the call's own
 temporaries. This is how the remaining peak is attributed in the closing note.
@@ -161,6 +162,13 @@ def where(net: str, mode: str, batch: int, top: int = 10) -> None:
     x, labels = _data(batch)
     step = (lambda: model.train_step(x, labels)) if mode == "train" else (lambda: model.predict(x, batch_size=None))
     step()  # buffers kept between steps exist from here on: they show up as live at the start
+    held = held_arrays(model.layers, parameters)
+    mib = 1 / 2**20
+    print(f"\n{net}, {mode}, batch {batch}: held by the layers between steps {sum(held.values()) * mib:.1f} MiB "
+          "(parameters and buffers left out)")
+    for path, size in sorted(held.items(), key=lambda kv: -kv[1]):
+        if size >= 2**20:
+            print(f"  {size * mib:7.1f} MiB  {path}")
     calls: list[dict] = []
     inspect_call: list = [None, None]  # [index of the call to inspect, what was found there]
 
@@ -187,7 +195,6 @@ def where(net: str, mode: str, batch: int, top: int = 10) -> None:
     tracemalloc.start(12)
     base = tracemalloc.get_traced_memory()[0]
     step()
-    mib = 1 / 2**20
     print(f"\n{net}, {mode}, batch {batch}: NumPy memory per layer call (MiB, over {base * mib:.1f} live before the step)")
     print(f"{'call':34s} {'live at start':>13s} {'peak in call':>12s} {'after':>8s}")
     for c in calls:
