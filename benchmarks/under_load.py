@@ -10,8 +10,9 @@ torch one after the other (order flipping every rep), as in the other benchmarks
 2. **loaded**: with ``--busy`` (default 3) competing processes that this script starts before
    the block (then trains untimed for ``--settle`` seconds, so that both libraries see the load)
    and kills after it, each a plain Python busy loop (``n += 1`` forever: one core
-   each, no memory traffic, no threads). On a 2-core machine three of them leave each runnable
-   thread well under a core.
+   each, no memory traffic, no threads), each in a session of its own like another user's
+   process (with autogroup scheduling, processes of one session share one group's CPU). On a
+   2-core machine three of them leave each runnable thread well under a core.
 
 Printed per network: the ratio ours/torch of the median images/s, idle and loaded, and its
 relative change, with the cores' worth of CPU that other processes used during each block (from
@@ -84,7 +85,11 @@ class BusyProcesses:
 
     def __enter__(self) -> "BusyProcesses":
         for _ in range(self.count):
-            proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdin=subprocess.DEVNULL)
+            # A session of its own, as another user's process has: with the kernel's autogroup
+            # scheduling (sched_autogroup_enabled), processes of one session share one group's
+            # CPU, so busy loops in ours would compete only with this benchmark, not as others do.
+            proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
             _STARTED.append(proc)
             self.procs.append(proc)
         return self
