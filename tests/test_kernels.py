@@ -78,6 +78,16 @@ def test_fast_conv_matches_reference(dtype, tol, seed):
                 for got, want in ((dx, dx_ref), (dW, dW_ref), (db, db_ref)):
                     assert got.dtype == dtype, (dW_kernel, dx_kernel)
                     assert rel_err(got, want) <= tol, (geom, dW_kernel, dx_kernel)
+        # A layer too large to keep U whole: the input kept by reference, unrolled again in blocks.
+        blocked = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk,
+                                     dx_block_rows=block_rows, whole_U_bytes=0)
+        assert blocked.blocked
+        for dx_kernel in DX_KERNELS:
+            blocked.dx_kernel = dx_kernel
+            assert rel_err(blocked.forward(x, W, b), y_ref) <= tol, geom
+            for got, want in zip(blocked.backward(dy, W), (dx_ref, dW_ref, db_ref)):
+                assert got.dtype == dtype and rel_err(got, want) <= tol, (geom, "blocked", dx_kernel)
+            assert blocked._x is None and blocked._U is None  # nothing of the input's size kept
 
 
 def test_fast_conv_accepts_any_memory_layout():
@@ -145,6 +155,10 @@ def test_fast_conv_property_any_geometry(n, c, o, h, w, kh, kw, sh, sw, dh, dw, 
         plan.dx_kernel = dx_kernel
         dx, dW, db = plan.backward(dy, W)
         assert max(rel_err(dx, dx_ref), rel_err(dW, dW_ref), rel_err(db, db_ref)) <= 1e-12, dx_kernel
+    blocked = kernels.Conv2dPlan(x.shape, o, geom, np.float64, chunk_pixels=chunk, dx_block_rows=block_rows, whole_U_bytes=0)
+    assert rel_err(blocked.forward(x, W, b), y_ref) <= 1e-12
+    dx, dW, db = blocked.backward(dy, W)
+    assert max(rel_err(dx, dx_ref), rel_err(dW, dW_ref), rel_err(db, db_ref)) <= 1e-12, "blocked"
 
 
 @pytest.mark.parametrize("seed", range(3))

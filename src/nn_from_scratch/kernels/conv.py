@@ -218,6 +218,10 @@ def fast_conv_supported(geom: ConvGeometry) -> bool:
     return all(s >= 1 for s in geom.stride) and all(d >= 1 for d in geom.dilation)
 
 
+#: Largest unrolled input (bytes) a training Conv2dPlan keeps whole; larger layers run blocked.
+WHOLE_U_BYTES = 16 << 20
+
+
 def rows_apart(shape: tuple[int, ...], row_axes: int, dtype: np.dtype, fill: float | None = None) -> np.ndarray:
     """A C-ordered array of ``shape`` whose matrix rows (the first ``row_axes`` axes) do not
     start a multiple of 1 KiB apart.
@@ -251,12 +255,14 @@ class Conv2dPlan:
     ``forward(x, W, b)`` then ``backward(dy, W)`` compute what :func:`conv2d_forward` and
     :func:`conv2d_backward` compute (up to float rounding; tests/test_kernels.py checks it).
 
-    Buffer lifetimes: ``U`` and the padded input are overwritten by every training ``forward``
-    and read by the ``backward`` that follows it, like the reference's ``cols``. An inference
-    forward (``keep_for_backward=False``) unrolls the input a block of rows at a time into a
-    small buffer instead, and keeps nothing. Buffers only the backward needs are allocated by
-    the first backward. :meth:`release_buffers` drops them all. The arrays returned (``y``,
-    ``dx``, ``dW``, ``db``) are freshly allocated, never reused.
+    Buffer lifetimes: for a layer whose unrolled input ``U`` takes at most ``whole_U_bytes``,
+    ``U`` and the padded input are overwritten by every training ``forward`` and read by the
+    ``backward`` that follows it, like the reference's ``cols``, and kept between steps. A larger
+    layer (:attr:`blocked`) keeps only a reference to its input, from the training forward to
+    its backward, and unrolls it a block of rows at a time in both. An inference forward
+    (``keep_for_backward=False``) unrolls a block of rows at a time and keeps nothing. Buffers
+    only the backward needs are allocated by the first backward. :meth:`release_buffers` drops
+    them all. The arrays returned (``y``, ``dx``, ``dW``, ``db``) are freshly allocated.
 
     Args:
         x_shape: ``(N, C, H, W)`` of the inputs it will see.
@@ -265,6 +271,7 @@ class Conv2dPlan:
         dtype: the dtype of inputs and weights.
         chunk_pixels: output pixels per work chunk (default: about 2 MiB of buffers; tests use small values).
         dx_block_rows: input rows per block of the ``dx`` kernel (default: chosen from the shapes).
+        whole_U_bytes: the largest ``U`` kept whole in training (default :data:`WHOLE_U_BYTES`).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -287,6 +294,7 @@ class Conv2dPlan:
         dtype: np.dtype,
         chunk_pixels: int | None = None,
         dx_block_rows: int | None = None,
+        whole_U_bytes: int | None = None,
     ) -> None:
         if not fast_conv_supported(geom):
             raise ValueError(f"Conv2dPlan: needs positive strides and dilations, got {geom}")
@@ -339,10 +347,20 @@ class Conv2dPlan:
         cost_rows = 14 * 2 * kh * self.taps_k * self.pixels + 2 * kh * self.taps_k * o * self.pixels
         cost_stacked = 14 * 2 * (o * kh + self.taps_k) * stacked_pixels + 2 * self.taps_k * o * kh * stacked_pixels
         self.dx_kernel = "rows" if cost_rows <= cost_stacked else "stacked_dy"
+        # Training keeps the whole unrolled input U (kw times the input) from the forward to the
+        # backward, and between steps, when it is small; a larger layer keeps only a reference to
+        # its input and unrolls it again, a block of rows at a time, for dW in the backward (one
+        # more copy pass; at batch 128 the CIFAR nets' training peak fell from 1.5-2x torch's).
+        U_bytes = c * kw * self.phase_rows * row * dtype.itemsize
+        self.blocked = U_bytes > (WHOLE_U_BYTES if whole_U_bytes is None else whole_U_bytes)
+        if self.blocked:
+            self.dx_kernel = "rows"  # the stacked kernel would keep kh copies of dL/dy
+            self.dW_kernel = "gemm"
+        self._x: np.ndarray | None = None  # blocked mode: the last training forward's input
 
     def release_buffers(self) -> None:
         """Drop every work buffer (they are allocated again when needed)."""
-        self._xpad = self._U = self._dy = self._Z = self._D = None
+        self._xpad = self._U = self._dy = self._Z = self._D = self._x = None
         self._filled = False
 
     # -- forward ---------------------------------------------------------------------------
@@ -380,26 +398,29 @@ class Conv2dPlan:
     def forward(self, x: np.ndarray, W: np.ndarray, b: np.ndarray | None, keep_for_backward: bool = True) -> np.ndarray:
         """``y`` (N, O, OH, OW) for ``x`` (N, C, H, W), in any memory order.
 
-        With ``keep_for_backward`` (training) the whole unrolled input ``U`` is kept for
-        :meth:`backward`; without, it is built a few output rows at a time and dropped.
+        With ``keep_for_backward`` (training) a small layer keeps its whole unrolled input ``U``
+        for :meth:`backward`, a large one (:attr:`blocked`) a reference to ``x``; without, the
+        input is unrolled a few output rows at a time and nothing is kept.
         """
         n, c, h, w = self.x_shape
         o, kh, kw = self.out_channels, self.geom.kh, self.geom.kw
-        source = self._padded_source(x, keep=keep_for_backward)
         W_rows = W.transpose(2, 0, 1, 3).reshape(kh, o, self.taps_k)  # W_p = W_rows[p]
         y = np.empty((o, self.pixels), self.dtype)
-        if keep_for_backward:
+        self._filled = keep_for_backward
+        self._x = x if keep_for_backward and self.blocked else None
+        if keep_for_backward and not self.blocked:
+            source = self._padded_source(x)
             if self._U is None:
                 self._U = rows_apart((c, kw, self.geom.stride[0], self.rows_per_phase, self.ow, n), 2, self.dtype)
             self._unroll(source, self._U)
-            self._filled = True
             U_rows = [self._U_p(p) for p in range(kh)]
             for start in range(0, self.pixels, self._chunk):
                 chunk = slice(start, start + self._chunk)
                 self._accumulate(y[:, chunk], W_rows, [U_p[:, chunk] for U_p in U_rows], b, self.forward_kernel)
         else:
-            self._filled = False
-            self._forward_in_row_blocks(source, W_rows, y, b)
+            row = self.ow * n
+            for i0, i1, U_rows in self._unrolled_row_blocks(self._padded_source(x, keep=False)):
+                self._accumulate(y[:, i0 * row : i1 * row], W_rows, U_rows, b, self.forward_kernel)
         return y.reshape(o, self.oh, self.ow, n).transpose(3, 0, 1, 2)
 
     @staticmethod
@@ -419,8 +440,10 @@ class Conv2dPlan:
         for p, U_p in enumerate(U_rows):
             gemm(W_rows[p], U_p, y, beta=0.0 if p == 0 and b is None else 1.0)
 
-    def _forward_in_row_blocks(self, source: np.ndarray, W_rows: np.ndarray, y: np.ndarray, b: np.ndarray | None) -> None:
-        """The inference forward: unroll only the phase rows one block of output rows reads."""
+    def _unrolled_row_blocks(self, source: np.ndarray):
+        """For each block of output rows ``i0:i1``: ``(i0, i1, [U_p for each kernel row p])``,
+        unrolling only the phase rows the block reads, into one block-sized buffer reused by every
+        block (so each yielded list is valid until the next one)."""
         n, c = self.x_shape[:2]
         kh, kw, sh = self.geom.kh, self.geom.kw, self.geom.stride[0]
         row = self.ow * n
@@ -439,7 +462,7 @@ class Conv2dPlan:
             for p in range(kh):
                 r, m = divmod(self.row_offsets[p], self.rows_per_phase)
                 U_rows.append(U_block[:, :, r, m : m + i1 - i0].reshape(self.taps_k, (i1 - i0) * row))
-            self._accumulate(y[:, i0 * row : i1 * row], W_rows, U_rows, b, self.forward_kernel)
+            yield i0, i1, U_rows
 
     # -- backward --------------------------------------------------------------------------
     def backward(
@@ -455,6 +478,10 @@ class Conv2dPlan:
         stacked = need_dx and self.dx_kernel == "stacked_dy"
         if stacked:
             self._stack_dy(dy_t)
+        if self.blocked:
+            dW = self._dW_in_row_blocks(dy_2d)
+            self._x, self._filled = None, False  # the input is not kept past its backward
+        elif stacked:
             dW = self._dW_by_stacked_dy()
         else:
             dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
@@ -483,6 +510,17 @@ class Conv2dPlan:
             np.copyto(self._dy, dy_t)
             dy_t = self._dy
         return dy_t
+
+    def _dW_in_row_blocks(self, dy_2d: np.ndarray) -> np.ndarray:
+        """``dW`` from the kept input, unrolled again a block of output rows at a time (blocked mode)."""
+        kh, o = self.geom.kh, self.out_channels
+        row = self.ow * self.x_shape[0]
+        dW_rows = np.empty((kh, self.taps_k, o), self.dtype)
+        for i0, i1, U_rows in self._unrolled_row_blocks(self._padded_source(self._x, keep=False)):
+            dy_block = dy_2d[:, i0 * row : i1 * row].T
+            for p, U_p in enumerate(U_rows):
+                gemm(U_p, dy_block, dW_rows[p], beta=0.0 if i0 == 0 else 1.0)
+        return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
 
     def _dW_by_gemv(self, dy_2d: np.ndarray) -> np.ndarray:
         kh, o = self.geom.kh, self.out_channels
