@@ -31,6 +31,7 @@ def backend(request, monkeypatch):
             pytest.skip("this NumPy's BLAS exports no cblas gemm; the fallback case covers gemm")
     else:
         monkeypatch.setattr(blas, "_CBLAS", {})
+    monkeypatch.setattr(blas, "SMALL_PRODUCT", 0)
     return request.param
 
 
@@ -47,7 +48,11 @@ def test_gemm_matches_numpy_on_strided_views(m, k, n, kinds, beta, dtype, seed):
     buffer = rng.standard_normal((m + 2, n + 3)).astype(dtype)
     c = buffer[1 : m + 1, 1 : n + 1]  # a row-major view with a leading dimension > n
     before, want = buffer.copy(), a.astype(np.float64) @ b.astype(np.float64) + beta * c.astype(np.float64)
-    blas.gemm(a, b, c, beta)
+    small, blas.SMALL_PRODUCT = blas.SMALL_PRODUCT, 0  # these tiny products would otherwise take NumPy's path
+    try:
+        blas.gemm(a, b, c, beta)
+    finally:
+        blas.SMALL_PRODUCT = small
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
     outside = np.ones(buffer.shape, bool)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+#: Products with fewer multiply-adds than this take NumPy's matmul (cheaper to call).
+SMALL_PRODUCT = 1 << 18
 
 
 def _load_cblas() -> dict[np.dtype, Any]:
@@ -135,7 +137,9 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != m or b.shape != (a.shape[1], n):
         raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {c.shape} do not match")
     k = a.shape[1]
-    fn = _CBLAS.get(c.dtype) if a.dtype == b.dtype == c.dtype else None
+    # Small products go through NumPy: its call costs ~2 us where the ctypes call and OpenBLAS's
+    # own setup cost 10-14 us (one thread, here: (6x5) @ (5x784), LeNet's first layer at batch 1).
+    fn = _CBLAS.get(c.dtype) if a.dtype == b.dtype == c.dtype and m * n * k >= SMALL_PRODUCT else None
     op_a, op_b, ldc = (_operand(a), _operand(b), _output_ld(c)) if fn is not None else (None, None, None)
     if fn is None or op_a is None or op_b is None or ldc is None or m == 0 or n == 0 or k == 0:
         gemm_reference(a, b, c, beta)
