@@ -2,8 +2,9 @@
 simple reference beside it, and the tests hold one against the other.
 
 * :mod:`.geometry`: sizes, padding (Keras' ``"same"`` too), padded copies, window views.
-* :mod:`.conv`: convolution: the im2col reference, the fast batch-innermost plan, grouped and
-  depthwise convolution.
+* :mod:`.blas`: ``C = A @ B + beta * C`` on strided views through NumPy's own BLAS.
+* :mod:`.conv`: convolution: the im2col reference, the fast batch-innermost plan (any stride,
+  dilation and padding), grouped and depthwise convolution.
 * :mod:`.pooling`: max and average pooling.
 * :mod:`.normalization`: batch norm in the input's own memory layout.
 * :mod:`.elementwise`: ReLU's backward, a cache-sized chunk at a time (in place inside a model).
