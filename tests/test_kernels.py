@@ -73,11 +73,12 @@ def test_fast_conv_matches_reference(dtype, tol, seed):
             assert y.dtype == dtype and rel_err(y, y_ref) <= tol, (geom, forward_kernel)
         for dW_kernel in DW_KERNELS:
             for dx_kernel in DX_KERNELS:
-                plan.dW_kernel, plan.dx_kernel = dW_kernel, dx_kernel
-                dx, dW, db = plan.backward(dy, W)
-                for got, want in ((dx, dx_ref), (dW, dW_ref), (db, db_ref)):
-                    assert got.dtype == dtype, (dW_kernel, dx_kernel)
-                    assert rel_err(got, want) <= tol, (geom, dW_kernel, dx_kernel)
+                for from_stacked in (True, False):
+                    plan.dW_kernel, plan.dx_kernel, plan.dW_from_stacked_dy = dW_kernel, dx_kernel, from_stacked
+                    dx, dW, db = plan.backward(dy, W)
+                    for got, want in ((dx, dx_ref), (dW, dW_ref), (db, db_ref)):
+                        assert got.dtype == dtype, (dW_kernel, dx_kernel)
+                        assert rel_err(got, want) <= tol, (geom, dW_kernel, dx_kernel, from_stacked)
         # A layer too large to keep U whole: the input kept by reference, unrolled again in blocks.
         blocked = kernels.Conv2dPlan(x.shape, W.shape[0], geom, dtype, chunk_pixels=chunk,
                                      dx_block_rows=block_rows, whole_U_bytes=0)

@@ -351,6 +351,11 @@ class Conv2dPlan:
         # backward, and between steps, when it is small; a larger layer keeps only a reference to
         # its input and unrolls it again, a block of rows at a time, for dW in the backward (one
         # more copy pass; at batch 128 the CIFAR nets' training peak fell from 1.5-2x torch's).
+        # dW from the stacked dL/dy (when the dx kernel builds it) runs over all phase rows, not
+        # only the OH rows a kernel row reads: worth it when that adds little, or against the
+        # matrix-vector kernel (LeNet's 5x5 6->16 layer, 14 rows for 10: 0.89 ms stacked, 0.71 ms
+        # per kernel row; the seed CNN's 7x7 4->2 layer: 0.70 ms stacked, 0.92 ms by gemv).
+        self.dW_from_stacked_dy = self.dW_kernel == "gemv" or self.phase_rows <= 1.2 * self.oh
         U_bytes = c * kw * self.phase_rows * row * dtype.itemsize
         self.blocked = U_bytes > (WHOLE_U_BYTES if whole_U_bytes is None else whole_U_bytes)
         if self.blocked:
@@ -481,7 +486,7 @@ class Conv2dPlan:
         if self.blocked:
             dW = self._dW_in_row_blocks(dy_2d)
             self._x, self._filled = None, False  # the input is not kept past its backward
-        elif stacked:
+        elif stacked and self.dW_from_stacked_dy:
             dW = self._dW_by_stacked_dy()
         else:
             dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
