@@ -220,6 +220,8 @@ def fast_conv_supported(geom: ConvGeometry) -> bool:
 
 #: Largest unrolled input (bytes) a training Conv2dPlan keeps whole; larger layers run blocked.
 WHOLE_U_BYTES = 16 << 20
+#: Fewest output pixels per forward chunk (or block of rows) of a Conv2dPlan (see its __init__).
+MIN_CHUNK_PIXELS = 16384
 
 
 def rows_apart(shape: tuple[int, ...], row_axes: int, dtype: np.dtype, fill: float | None = None) -> np.ndarray:
@@ -325,7 +327,7 @@ class Conv2dPlan:
         # a partial product added to y is faster (the seed CNN's 7x7 4->2 layer: 0.65 vs 0.71 ms).
         # One thread, here.
         bytes_per_pixel = (self.taps_k + 2 * o) * dtype.itemsize
-        self._chunk = min(self.pixels, chunk_pixels or max(16384, (2 << 20) // bytes_per_pixel))
+        self._chunk = min(self.pixels, chunk_pixels or max(MIN_CHUNK_PIXELS, (2 << 20) // bytes_per_pixel))
         self.forward_kernel = "partial_sums" if o <= 2 else "accumulate"
         # dx works through blocks of rows whose Z (and stacked dy) take <= 2 MiB.
         self._dx_block_rows = dx_block_rows or max(1, (2 << 20) // ((self.taps_k + o * kh) * row * dtype.itemsize))
