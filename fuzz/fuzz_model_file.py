@@ -61,7 +61,8 @@ def forge(architecture: str, spec: dict) -> bytes | None:
         return None
     tensors, header, chunks, offset = {}, {}, [], 0
     for name, entry in spec.items():
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in _DTYPES and isinstance(entry[1], list)
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and entry[0] in _DTYPES
+                and isinstance(entry[1], list)
                 and len(entry[1]) <= 8 and all(type(s) is int and 0 <= s <= MAX_FORGED_BYTES for s in entry[1])):
             return None
         dtype = np.dtype(_DTYPES[entry[0]])
