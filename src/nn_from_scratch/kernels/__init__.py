@@ -25,7 +25,6 @@ from .conv import (
     conv2d_backward,
     conv2d_forward,
     conv_plan,
-    fast_conv_supported,
     grouped_conv2d_backward,
     grouped_conv2d_forward,
     im2col,

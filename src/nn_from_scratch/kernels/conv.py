@@ -202,22 +202,6 @@ def conv2d_backward(
 # element-wise layers keep it.
 
 
-def fast_conv_supported(geom: ConvGeometry) -> bool:
-    """Whether :class:`Conv2dPlan` handles this geometry: every stride, dilation and padding does.
-
-    Kept for callers that still ask; the reference path is the tests' oracle only.
-
-    Args:
-        geom: the convolution's :class:`ConvGeometry`.
-
-    Example:
-        >>> g = ConvGeometry(kh=3, kw=3, stride=(2, 2), dilation=(1, 1), padding=(1, 1, 1, 1))
-        >>> fast_conv_supported(g)
-        True
-    """
-    return all(s >= 1 for s in geom.stride) and all(d >= 1 for d in geom.dilation)
-
-
 #: Largest unrolled input (bytes) a training Conv2dPlan keeps whole; larger layers run blocked.
 WHOLE_U_BYTES = 16 << 20
 #: Fewest output pixels per forward chunk (or block of rows) of a Conv2dPlan (see its __init__).
@@ -298,8 +282,6 @@ class Conv2dPlan:
         dx_block_rows: int | None = None,
         whole_U_bytes: int | None = None,
     ) -> None:
-        if not fast_conv_supported(geom):
-            raise ValueError(f"Conv2dPlan: needs positive strides and dilations, got {geom}")
         n, c, h, w = x_shape
         self.x_shape = tuple(x_shape)
         self.out_channels = o = int(out_channels)
@@ -527,7 +509,11 @@ class Conv2dPlan:
             dy_block = dy_2d[:, i0 * row : i1 * row].T
             for p, U_p in enumerate(U_rows):
                 gemm(U_p, dy_block, dW_rows[p], beta=0.0 if i0 == 0 else 1.0)
-        return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
+        return self._dW_from_rows(dW_rows)
+
+    def _dW_from_rows(self, dW_rows: np.ndarray) -> np.ndarray:
+        """``dW`` (O, C, kh, kw) from ``dW_rows[p][(c, q), o]``, the per-kernel-row products."""
+        return dW_rows.reshape(self.geom.kh, -1, self.geom.kw, self.out_channels).transpose(3, 1, 0, 2).copy()
 
     def _dW_by_gemv(self, dy_2d: np.ndarray) -> np.ndarray:
         kh, o = self.geom.kh, self.out_channels
@@ -547,7 +533,7 @@ class Conv2dPlan:
         dW_rows = np.empty((kh, self.taps_k, o), self.dtype)
         for p in range(kh):
             gemm(self._U_p(p), dy_pixels_major, dW_rows[p])
-        return dW_rows.reshape(kh, -1, self.geom.kw, o).transpose(3, 1, 0, 2).copy()
+        return self._dW_from_rows(dW_rows)
 
     def _dx_in_row_blocks(self, fill_Z: Callable[[int, int, np.ndarray], None]) -> np.ndarray:
         """``dx`` from ``Z[c, q, hh, j, n] = sum_{o, p} W[o, c, p, q] dy[o, hh - row_offsets[p], j, n]``, block by block.

@@ -41,6 +41,10 @@ class KernelLayer(Neuron):
         kernels.check_groups(c, self.out_channels, self.groups, self.name)
         return c, h, w
 
+    def plan_fits(self, plan: Any, x_shape: tuple[int, ...]) -> bool:
+        """Whether ``plan`` (a kernels plan, or None) was made for inputs of ``x_shape`` and this layer's dtype and geometry."""
+        return plan is not None and plan.x_shape == tuple(x_shape) and plan.dtype == self.dtype and plan.geom == self.geometry
+
     def checked_bias(self, B: Any) -> np.ndarray:
         """``B`` as this layer's ``(out_channels,)`` bias, or a ``ValueError`` naming the layer."""
         if not self.use_bias:
@@ -231,14 +235,12 @@ class Convolution(KernelLayer):
         if not self.keep_cache and self.groups == 1:
             # A model's inference pass: the input is unrolled a block of rows at a time and
             # nothing is kept, so one plan (its shapes, no buffers) serves every such pass.
-            plan = self._inference_plan
-            if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
-                plan = self._inference_plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
-            return plan.forward(x, self.W, bias, keep_for_backward=False)
-        plan = self._plan
-        if plan is None or plan.x_shape != x.shape or plan.dtype != self.dtype or plan.geom != self.geometry:
-            plan = self._plan = kernels.conv_plan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
-        return plan.forward(x, self.W, bias)
+            if not self.plan_fits(self._inference_plan, x.shape):
+                self._inference_plan = kernels.Conv2dPlan(x.shape, self.out_channels, self.geometry, self.dtype)
+            return self._inference_plan.forward(x, self.W, bias, keep_for_backward=False)
+        if not self.plan_fits(self._plan, x.shape):
+            self._plan = kernels.conv_plan(x.shape, self.out_channels, self.geometry, self.groups, self.dtype)
+        return self._plan.forward(x, self.W, bias)
 
     can_skip_input_grad = True
 

@@ -188,10 +188,9 @@ class TransposedConvolution(KernelLayer):
     # -- passes ---------------------------------------------------------------------------
     def _plan_for(self, n: int) -> Any:
         conv_x_shape = (n, self.out_channels, *self._core_hw)
-        plan = self._plan
-        if plan is None or plan.x_shape != conv_x_shape or plan.dtype != self.dtype:
-            plan = self._plan = kernels.conv_plan(conv_x_shape, self.in_channels, self.geometry, self.groups, self.dtype)
-        return plan
+        if not self.plan_fits(self._plan, conv_x_shape):
+            self._plan = kernels.conv_plan(conv_x_shape, self.in_channels, self.geometry, self.groups, self.dtype)
+        return self._plan
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self.cast_input(self.check_input(x))
