@@ -84,16 +84,7 @@ def training_runners(net: str, batch: int, which=("ours", "torch")):
 
         model = to_torch(ours).train()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        xt = [torch.from_numpy(b) for b in x]
-        yt = [torch.from_numpy(b) for b in labels]
-
-        def run_torch(i: int) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(xt[i % N_BATCHES]), yt[i % N_BATCHES]).backward()
-            opt.step()
-
-        runners["torch"] = run_torch
+        runners["torch"] = common.torch_training_step(torch, model, opt, torch.nn.CrossEntropyLoss(), x, labels)
     return runners
 
 
@@ -134,20 +125,23 @@ def memory_child(spec: str, steps: int) -> None:
     print(json.dumps(result))
 
 
+def add_net_arguments(parser, nets=NETS, batches=(32, 128)) -> None:
+    """``--nets`` and ``--batches`` (several values each), for this script and conv_ceiling.py."""
+    parser.add_argument("--nets", nargs="+", choices=NETS, default=list(nets), help="networks of the module docstring")
+    parser.add_argument("--batches", nargs="+", type=int, default=list(batches), help="batch sizes")
+
+
 def main() -> dict:
-    p = common.argparse.ArgumentParser  # noqa: F841 (parse_args below owns the shared options)
-    sys_argv = sys.argv[1:]
-    nets = _take_list(sys_argv, "--nets", NETS)
-    batch_sizes = [int(b) for b in _take_list(sys_argv, "--batches", ("32", "128"))]
-    do_profile = "--profile" in sys_argv
-    if do_profile:
-        sys_argv.remove("--profile")
-    sys.argv[1:] = sys_argv
-    args = common.parse_args(__doc__.splitlines()[0], steps=0, reps=5)
+    def add_arguments(parser) -> None:
+        add_net_arguments(parser)
+        parser.add_argument("--profile", action="store_true", help="time each of our layers instead of comparing")
+
+    args = common.parse_args(__doc__.splitlines()[0], steps=0, reps=5, add_arguments=add_arguments)
+    nets, batch_sizes = args.nets, args.batches
     if args.memory_child:
         memory_child(args.memory_child, args.steps or 5)
         raise SystemExit(0)
-    if do_profile:
+    if args.profile:
         for net in nets:
             for batch in batch_sizes:
                 print(f"\n{net}, batch {batch}, {common.blas_threads()} BLAS threads")
@@ -171,19 +165,6 @@ def main() -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return {"results": results}
-
-
-def _take_list(argv: list[str], flag: str, default: tuple[str, ...]) -> list[str]:
-    """Remove ``flag v1 v2 ...`` from ``argv`` and return the values (or ``default``)."""
-    if flag not in argv:
-        return list(default)
-    i = argv.index(flag)
-    j = i + 1
-    while j < len(argv) and not argv[j].startswith("--"):
-        j += 1
-    values = argv[i + 1 : j]
-    del argv[i:j]
-    return values
 
 
 if __name__ == "__main__":

@@ -195,8 +195,12 @@ def print_memory(mem: dict[str, dict]) -> None:
         print(f"  {name:16s} peak RSS growth while running {m['rss_growth_kib'] / 1024:.1f} MiB{extra}")
 
 
-def parse_args(description: str, steps: int, reps: int) -> argparse.Namespace:
+def parse_args(description: str, steps: int, reps: int,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options every benchmark shares, plus a script's own (``add_arguments(parser)``)."""
     p = argparse.ArgumentParser(description=description)
+    if add_arguments is not None:
+        add_arguments(p)
     p.add_argument("--steps", type=int, default=steps, help="steps per timed block")
     p.add_argument("--reps", type=int, default=reps, help="timed blocks per library (alternating)")
     p.add_argument("--warmup", type=int, default=10)
@@ -208,6 +212,20 @@ def parse_args(description: str, steps: int, reps: int) -> argparse.Namespace:
     if args.threads:
         set_threads(args.threads)
     return args
+
+
+def torch_training_step(torch, net, optimizer, loss_fn, x: np.ndarray, labels: np.ndarray) -> Callable[[int], None]:
+    """``run(i)``: one torch training step on batch ``i`` (cycled) of ``x``/``labels`` -- the
+    same work as ``Sequential.train_step`` (zero the gradients, loss, backward, optimizer step)."""
+    xt = [torch.from_numpy(b) for b in x]
+    yt = [torch.from_numpy(b) for b in labels]
+
+    def run(i: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(net(xt[i % len(xt)]), yt[i % len(yt)]).backward()
+        optimizer.step()
+
+    return run
 
 
 _limits = None

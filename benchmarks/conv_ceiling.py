@@ -103,11 +103,9 @@ def torch_step_seconds(net: str, batch: int, steps: int, reps: int) -> float:
 
 
 def main() -> list[dict]:
-    argv = sys.argv[1:]
-    nets = cifar._take_list(argv, "--nets", ("plain", "bn", "avg", "stride2", "vgg"))
-    batches = [int(b) for b in cifar._take_list(argv, "--batches", ("32", "128"))]
-    sys.argv[1:] = argv
-    args = common.parse_args(__doc__.splitlines()[0], steps=0, reps=5)
+    args = common.parse_args(__doc__.splitlines()[0], steps=0, reps=5,
+                             add_arguments=lambda p: cifar.add_net_arguments(p, nets=("plain", "bn", "avg", "stride2", "vgg")))
+    nets, batches = args.nets, args.batches
     peak = blas_peak_gflops()
     print(f"NumPy BLAS ({common.blas_description()}), {common.blas_threads()} thread(s): peak {peak:.0f} GFLOP/s "
           "(2048x2048 sgemm, best of 5)")

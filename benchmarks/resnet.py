@@ -78,15 +78,7 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
         net = build_torch_fn(torch, ours).train()
         opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=SMOOTHING)
-        xt = [torch.from_numpy(b) for b in x]
-        yt = [torch.from_numpy(b) for b in labels]
-
-        def run_torch(i: int) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(xt[i % n_batches]), yt[i % n_batches]).backward()
-            opt.step()
-
-        runners["torch"] = _with_cpu_time("torch", run_torch)
+        runners["torch"] = _with_cpu_time("torch", common.torch_training_step(torch, net, opt, loss_fn, x, labels))
     return runners
 
 
@@ -115,9 +107,8 @@ def check_same_training(build_ours_fn, build_torch_fn, batch: int, steps: int = 
 
 def main() -> dict:
     args = common.parse_args(__doc__.splitlines()[0], steps=3, reps=7)
-    # seed_cnn.run_benchmark with this module's runners (same timing, report and memory children).
-    seed_cnn.training_runners, seed_cnn.check_same_training = training_runners, check_same_training
-    result = seed_cnn.run_benchmark("zoo.resnet w32, training", Path(__file__), build_ours, build_torch, BATCH, N_BATCHES, args)
+    result = seed_cnn.run_benchmark("zoo.resnet w32, training", Path(__file__), build_ours, build_torch, BATCH, N_BATCHES,
+                                    args, runners_fn=training_runners, check_fn=check_same_training)
     ms = {name: 1e3 * BATCH / result[key]["median"] for name, key in (("ours", "ours"), ("torch", "torch"))}
     print(f"median step: ours {ms['ours']:.0f} ms, torch {ms['torch']:.0f} ms "
           f"(min-max ours {1e3 * BATCH / result['ours']['max']:.0f}-{1e3 * BATCH / result['ours']['min']:.0f} ms, "

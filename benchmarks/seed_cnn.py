@@ -56,16 +56,7 @@ def training_runners(build_ours_fn, build_torch_fn, batch: int, n_batches: int, 
         torch = common.import_torch()
         net = build_torch_fn(torch, ours)
         opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        xt = [torch.from_numpy(b) for b in x]
-        yt = [torch.from_numpy(b) for b in labels]
-
-        def run_torch(i: int) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_fn(net(xt[i % n_batches]), yt[i % n_batches]).backward()
-            opt.step()
-
-        runners["torch"] = run_torch
+        runners["torch"] = common.torch_training_step(torch, net, opt, torch.nn.CrossEntropyLoss(), x, labels)
     return runners
 
 
@@ -92,8 +83,8 @@ def check_same_training(build_ours_fn, build_torch_fn, batch: int, steps: int = 
     return worst
 
 
-def memory_child(which: str, steps: int, build_ours_fn, build_torch_fn, batch: int) -> None:
-    runners = training_runners(build_ours_fn, build_torch_fn, batch, 20, which=(which,))
+def memory_child(which: str, steps: int, build_ours_fn, build_torch_fn, batch: int, runners_fn=None) -> None:
+    runners = (runners_fn or training_runners)(build_ours_fn, build_torch_fn, batch, 20, which=(which,))
     run = next(iter(runners.values()))
     result = {"rss_growth_kib": common.peak_rss_growth_kib(run, steps)}
     if which == "ours":
@@ -101,15 +92,22 @@ def memory_child(which: str, steps: int, build_ours_fn, build_torch_fn, batch: i
     print(json.dumps(result))
 
 
-def run_benchmark(title, script, build_ours_fn, build_torch_fn, batch, n_batches, args) -> dict:
+def run_benchmark(title, script, build_ours_fn, build_torch_fn, batch, n_batches, args,
+                  runners_fn=None, check_fn=None) -> dict:
+    """Time, report and (in child processes) measure the memory of one training benchmark.
+
+    ``runners_fn`` / ``check_fn`` replace this module's :func:`training_runners` /
+    :func:`check_same_training` (another network's optimizer and loss, e.g. resnet.py).
+    """
+    runners_fn, check_fn = runners_fn or training_runners, check_fn or check_same_training
     if args.memory_child:
-        memory_child(args.memory_child, args.steps, build_ours_fn, build_torch_fn, batch)
+        memory_child(args.memory_child, args.steps, build_ours_fn, build_torch_fn, batch, runners_fn)
         raise SystemExit(0)
     print(f"{title}: batch {batch}, float32, {common.blas_threads()} BLAS/torch threads, "
           f"{args.reps} x {args.steps} steps per library, alternating")
-    diff = check_same_training(build_ours_fn, build_torch_fn, batch)
+    diff = check_fn(build_ours_fn, build_torch_fn, batch)
     print(f"same work: losses of both over 5 steps from the same weights differ by at most {diff:.1e}")
-    runners = training_runners(build_ours_fn, build_torch_fn, batch, n_batches)
+    runners = runners_fn(build_ours_fn, build_torch_fn, batch, n_batches)
     timings = common.time_alternating(runners, batch, args.steps, args.reps, args.warmup)
     result = common.report(title, timings)
     result["max_loss_difference"] = diff
