@@ -247,8 +247,8 @@ class Conv2dPlan:
     layer (:attr:`blocked`) keeps only a reference to its input, from the training forward to
     its backward, and unrolls it a block of rows at a time in both. An inference forward
     (``keep_for_backward=False``) unrolls a block of rows at a time and keeps nothing. Buffers
-    only the backward needs are allocated by the first backward. :meth:`release_buffers` drops
-    them all. The arrays returned (``y``, ``dx``, ``dW``, ``db``) are freshly allocated.
+    only the backward needs are allocated by the first backward. The arrays returned (``y``,
+    ``dx``, ``dW``, ``db``) are freshly allocated.
 
     Args:
         x_shape: ``(N, C, H, W)`` of the inputs it will see.
@@ -346,11 +346,6 @@ class Conv2dPlan:
             self.dx_kernel = "rows"  # the stacked kernel would keep kh copies of dL/dy
             self.dW_kernel = "gemm"
         self._x: np.ndarray | None = None  # blocked mode: the last training forward's input
-
-    def release_buffers(self) -> None:
-        """Drop every work buffer (they are allocated again when needed)."""
-        self._xpad = self._U = self._dy = self._Z = self._D = self._x = None
-        self._filled = False
 
     # -- forward ---------------------------------------------------------------------------
     def _padded_source(self, x: np.ndarray, keep: bool = True) -> np.ndarray:
