@@ -24,6 +24,13 @@ import numpy as np
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 #: Products with fewer multiply-adds than this take NumPy's matmul (cheaper to call).
 SMALL_PRODUCT = 1 << 18
+#: Thin products run in pieces (see :func:`gemm`): at most this many output elements (split
+#: the inner dimension), or this many elements of ``a`` (split the columns).
+THIN = 1024
+#: Thin products with more multiply-adds than this are split; split columns take pieces of this size.
+PIECE_MACS = 1_000_000
+#: Bytes of ``a``'s and ``b``'s slices per piece of a split inner dimension.
+INNER_PIECE_BYTES = 256 << 10
 
 
 def _load_cblas() -> dict[np.dtype, Any]:
@@ -119,6 +126,20 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None
     row-major view (unit stride along its columns), e.g. a slice of rows of a larger buffer.
     Nothing is copied. Other dtypes or layouts take :func:`gemm_reference`.
 
+    Thin products run as a sequence of smaller BLAS calls, which OpenBLAS does several times
+    faster than the whole (its whole-product path packs both operands; its unpacked path for
+    small products only takes products under about a million multiply-adds):
+
+    * a tiny output from a long inner dimension -- a small layer's weight gradient,
+      (taps x pixels) @ (pixels x O) -- in pieces of the inner dimension, each adding into
+      ``c``;
+    * a small ``a`` against many columns -- a small layer's input gradient or forward,
+      (taps x O) @ (O x pixels) -- in pieces of columns.
+
+    Measured on single layers, one thread, whole products -> pieces: the weight gradient of a
+    3x3 3->32 layer at 32x32, batch 32, 4.0 -> 2.0 ms; the backward of LeNet's 5x5 6->16 layer,
+    batch 64, 2.07 -> 1.66 ms; of the seed CNN's 7x7 4->2 layer, batch 50, 2.16 -> 1.62 ms.
+
     Args:
         a: (M, K) array.
         b: (K, N) array.
@@ -144,8 +165,25 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float = 0.0) -> None
     if fn is None or op_a is None or op_b is None or ldc is None or m == 0 or n == 0 or k == 0:
         gemm_reference(a, b, c, beta)
         return
-    fn(_ROW_MAJOR, op_a[0], op_b[0], m, n, k, 1.0, a.ctypes.data, op_a[1], b.ctypes.data, op_b[1],
-       float(beta), c.ctypes.data, ldc)
+    # Pieces are addressed by pointer arithmetic on the whole operands (a slice's .ctypes costs
+    # ~1 us, a third of the BLAS call), with the whole operands' layouts: a slice along K or N
+    # keeps every stride, and each leading dimension stays >= the slice's extent.
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, c.ctypes.data
+
+    def product(rows: int, cols: int, inner: int, a_ptr: int, b_ptr: int, c_ptr: int, scale: float) -> None:
+        fn(_ROW_MAJOR, op_a[0], op_b[0], rows, cols, inner, 1.0, a_ptr, op_a[1], b_ptr, op_b[1], float(scale), c_ptr, ldc)
+
+    if m * n * k > PIECE_MACS and m * n <= THIN:
+        piece = max(64, INNER_PIECE_BYTES // ((m + n) * c.itemsize))
+        for start in range(0, k, piece):
+            product(m, n, min(piece, k - start), pa + start * a.strides[1], pb + start * b.strides[0], pc,
+                    beta if start == 0 else 1.0)
+    elif m * n * k > PIECE_MACS and m * k <= THIN:
+        piece = max(64, PIECE_MACS // (m * k))
+        for start in range(0, n, piece):
+            product(m, min(piece, n - start), k, pa, pb + start * b.strides[1], pc + start * c.strides[1], beta)
+    else:
+        product(m, n, k, pa, pb, pc, beta)
 
 
 def _output_ld(c: np.ndarray) -> int | None:

@@ -319,11 +319,7 @@ class Conv2dPlan:
         self._Z: np.ndarray | None = None
         self._D: np.ndarray | None = None
         self._filled = False  # whether U holds the last training forward's input
-        # Kernel choice per shape (from single-thread timings of the same five layers):
-        # dW: one matrix-vector product per (kernel row, output channel) streams U_p at memory
-        # speed, while a matrix product with only a few output channels wastes most of BLAS's
-        # register tile; with many output channels the matrix product wins.
-        self.dW_kernel = "gemv" if o <= 8 else "gemm"
+        # Kernel choice per shape (from single-thread timings of the benchmarks' layers).
         # dx: the cheaper by a cost model of floats moved through the intermediates plus
         # multiply-adds, with one float moved costing as much as 14 flops (fitted on the four
         # convolutions of the benchmarks and a VGG-like 3x3 16->32 layer).
@@ -336,15 +332,15 @@ class Conv2dPlan:
         # its input and unrolls it again, a block of rows at a time, for dW in the backward (one
         # more copy pass; at batch 128 the CIFAR nets' training peak fell from 1.5-2x torch's).
         # dW from the stacked dL/dy (when the dx kernel builds it) runs over all phase rows, not
-        # only the OH rows a kernel row reads: worth it when that adds little, or against the
-        # matrix-vector kernel (LeNet's 5x5 6->16 layer, 14 rows for 10: 0.89 ms stacked, 0.71 ms
-        # per kernel row; the seed CNN's 7x7 4->2 layer: 0.70 ms stacked, 0.92 ms by gemv).
-        self.dW_from_stacked_dy = self.dW_kernel == "gemv" or self.phase_rows <= 1.2 * self.oh
+        # only the OH rows a kernel row reads: worth it when that adds little, or with few output
+        # channels, where one product kh times wider beats kh thin ones (LeNet's 5x5 6->16 layer,
+        # 14 rows for 10: 0.89 ms stacked, 0.71 ms per kernel row; the seed CNN's 7x7 4->2 layer,
+        # 26 rows for 20: 0.53 ms stacking included, 0.69 ms per kernel row).
+        self.dW_from_stacked_dy = o <= 8 or self.phase_rows <= 1.2 * self.oh
         U_bytes = c * kw * self.phase_rows * row * dtype.itemsize
         self.blocked = U_bytes > (WHOLE_U_BYTES if whole_U_bytes is None else whole_U_bytes)
         if self.blocked:
             self.dx_kernel = "rows"  # the stacked kernel would keep kh copies of dL/dy
-            self.dW_kernel = "gemm"
         self._x: np.ndarray | None = None  # blocked mode: the last training forward's input
 
     # -- forward ---------------------------------------------------------------------------
@@ -468,7 +464,7 @@ class Conv2dPlan:
         elif stacked and self.dW_from_stacked_dy:
             dW = self._dW_by_stacked_dy()
         else:
-            dW = self._dW_by_gemv(dy_2d) if self.dW_kernel == "gemv" else self._dW_by_gemm(dy_2d)
+            dW = self._dW_by_rows(dy_2d)
         dx = None
         if need_dx:
             dx = self._dx_by_stacked_dy(W) if stacked else self._dx_by_rows(dy_2d, W)
@@ -510,16 +506,7 @@ class Conv2dPlan:
         """``dW`` (O, C, kh, kw) from ``dW_rows[p][(c, q), o]``, the per-kernel-row products."""
         return dW_rows.reshape(self.geom.kh, -1, self.geom.kw, self.out_channels).transpose(3, 1, 0, 2).copy()
 
-    def _dW_by_gemv(self, dy_2d: np.ndarray) -> np.ndarray:
-        kh, o = self.geom.kh, self.out_channels
-        dW_rows = np.empty((kh, o, self.taps_k), self.dtype)
-        for p in range(kh):
-            U_p = self._U_p(p)
-            for k in range(o):
-                np.matmul(U_p, dy_2d[k], out=dW_rows[p, k])
-        return dW_rows.reshape(kh, o, -1, self.geom.kw).transpose(1, 2, 0, 3).copy()
-
-    def _dW_by_gemm(self, dy_2d: np.ndarray) -> np.ndarray:
+    def _dW_by_rows(self, dy_2d: np.ndarray) -> np.ndarray:
         kh, o = self.geom.kh, self.out_channels
         # dy_2d.T read in place (BLAS's transposed operand): the transposing copy this replaces
         # cost more than it saved: zoo.resnet's eight convolutions, one thread, old and new
