@@ -340,3 +340,56 @@ def test_max_pooling_inference_pass_computes_no_argmax_and_the_same_maxima():
     assert layer._argmax is None
     with pytest.raises(RuntimeError, match="forward in training mode"):
         layer.backward(np.ones((3, 2, 4, 4)))
+
+
+TILING_LAYOUTS = {**LAYOUTS, "nhwc": lambda x: np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)}
+
+
+@needs_torch
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 11), w=st.integers(1, 11),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), layout=st.sampled_from(sorted(TILING_LAYOUTS)),
+    dy_layout=st.sampled_from(sorted(TILING_LAYOUTS)), special=st.sampled_from(["none", "inf", "nan"]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=150, deadline=None)
+def test_max_pooling_backward_of_tiling_windows_matches_torch(n, c, h, w, kh, kw, layout, dy_layout, special, seed):
+    """Windows that tile the input (stride = window: the default) take a one-pass backward; float64,
+    exactly torch's gradient: ties (integer inputs, as after ReLU) to the first element, the
+    rows and columns floor mode leaves out get none, inf/NaN in dy land only on the maxima."""
+    geom = kernels.ConvGeometry(kh, kw, (kh, kw), (1, 1), (0, 0, 0, 0))
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, size=(n, c, h, w)).astype(np.float64)
+    y, argmax = kernels.max_pool2d_forward(TILING_LAYOUTS[layout](x), geom)
+    dy = rng.standard_normal(y.shape)
+    if special != "none":
+        dy[tuple(rng.integers(0, s) for s in dy.shape)] = np.inf if special == "inf" else np.nan
+    dx = kernels.max_pool2d_backward(TILING_LAYOUTS[dy_layout](dy), argmax, x.shape, geom)
+    x_t = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(x_t, (kh, kw)).backward(torch.tensor(dy))
+    np.testing.assert_array_equal(dx, x_t.grad.numpy())
+    assert kernels.pooling.memory_order(dx) == kernels.pooling.memory_order(argmax) or min(dx.shape) == 1
+
+
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+    kh=st.integers(1, 3), kw=st.integers(1, 3), layout=st.sampled_from(sorted(TILING_LAYOUTS)), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=100, deadline=None)
+def test_tiled_max_pooling_backward_equals_the_per_tap_kernel(n, c, h, w, kh, kw, layout, seed):
+    """The one-pass kernel against its reference, the per-tap kernel every geometry can take (float32)."""
+    geom = kernels.ConvGeometry(kh, kw, (kh, kw), (1, 1), (0, 0, 0, 0))
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1:
+        return
+    rng = np.random.default_rng(seed)
+    x = TILING_LAYOUTS[layout](rng.standard_normal((n, c, h, w)).astype(np.float32))
+    y, argmax = kernels.max_pool2d_forward(x, geom)
+    dy = TILING_LAYOUTS[layout](rng.standard_normal(y.shape).astype(np.float32))
+    fast = kernels.max_pool2d_backward(dy, argmax, x.shape, geom)
+    reference = kernels.pooling.max_pool2d_backward_by_taps(dy, argmax, x.shape, geom)
+    assert fast.dtype == reference.dtype == np.float32
+    np.testing.assert_array_equal(fast, reference)
