@@ -181,7 +181,13 @@ def batch_innermost(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-@pytest.mark.parametrize("layout", ["nchw", "batch_innermost", "mixed", "strided"])
+def cropped_batch_innermost(a: np.ndarray) -> np.ndarray:
+    """``a`` as a view into a zero-padded (C, H+2, W+2, N) buffer: a convolution's ``dL/dx``."""
+    padded = np.pad(a.transpose(1, 2, 3, 0), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return padded[:, 1:-1, 1:-1, :].transpose(3, 0, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "batch_innermost", "mixed", "strided", "cropped"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_backward_kernel_matches_the_masked_product(layout, dtype, monkeypatch):
     """Exactly ``dy * (y > 0)`` (inf/NaN in dy and NaN in y included), into a new array and in place,
@@ -197,7 +203,8 @@ def test_relu_backward_kernel_matches_the_masked_product(layout, dtype, monkeypa
     expected = np.where(y > 0, dy, 0 * dy)  # dy * [y > 0]: inf * 0 and NaN * 0 are NaN
     arrange = {"nchw": (np.ascontiguousarray, np.ascontiguousarray), "batch_innermost": (batch_innermost, batch_innermost),
                "mixed": (batch_innermost, np.ascontiguousarray),
-               "strided": (lambda a: np.pad(a, ((0, 0), (0, 0), (0, 0), (0, 3)))[..., :9], np.ascontiguousarray)}[layout]
+               "strided": (lambda a: np.pad(a, ((0, 0), (0, 0), (0, 0), (0, 3)))[..., :9], np.ascontiguousarray),
+               "cropped": (batch_innermost, cropped_batch_innermost)}[layout]
     y_l, dy_l = arrange[0](y), arrange[1](dy)
     np.testing.assert_array_equal(kernels.relu_backward(dy_l, y_l), expected)
     np.testing.assert_array_equal(kernels.relu_backward_reference(dy_l, y_l), expected)
@@ -206,6 +213,15 @@ def test_relu_backward_kernel_matches_the_masked_product(layout, dtype, monkeypa
     np.testing.assert_array_equal(out, expected)
     assert out is scratch
     np.testing.assert_array_equal(scratch, expected)
+    if layout == "cropped":  # in place on the view itself, the padding around it untouched
+        view = cropped_batch_innermost(dy)
+        padded = view.base if view.base is not None else view
+        border = padded.copy()
+        assert kernels.relu_backward(view, y_l, out=view) is view
+        np.testing.assert_array_equal(view, expected)
+        inside = np.zeros(padded.shape, bool)
+        inside[(slice(None),) * (padded.ndim - 4) + (slice(None), slice(1, -1), slice(1, -1), slice(None))] = True
+        np.testing.assert_array_equal(padded[~inside], border[~inside])
 
 
 def test_relu_backward_runs_in_place_inside_a_model_and_never_on_the_callers_array():
@@ -341,3 +357,40 @@ def test_dropout_caches_a_one_byte_mask_and_gives_the_float_mask_results():
         scratch = g.copy()
         assert layer.backward(scratch) is scratch
         np.testing.assert_array_equal(scratch, g * m)
+
+
+def test_relu_backward_of_a_cropped_gradient_is_a_new_array_in_the_outputs_layout():
+    """Between two convolutions ReLU's dL/dy is the second one's dL/dx, a crop of its padded
+    buffer: ReLU writes dL/dx once, into a new array laid out as its output (so a batch norm or a
+    convolution before it reads one block), and leaves dL/dy alone."""
+    rng = np.random.default_rng(5)
+    model = Sequential([Convolution(kernel_size=3, output_layers=3, padding=1, dtype=np.float64), ReLU(),
+                        Convolution(kernel_size=3, output_layers=2, padding=1, dtype=np.float64),
+                        Vectorization(), Linear(2 * 5 * 5, 3, dtype=np.float64)], input_shape=(2, 5, 5))
+    seen = {}
+    original = ReLU.backward
+
+    def spy(self, dL_dy, need_input_grad=True):
+        kept = dL_dy.copy()
+        out = original(self, dL_dy, need_input_grad)
+        seen.update(dL_dy=dL_dy, kept=kept, out=out, y=self._y.copy(order="K"), scratch=self.output_grad_writable)
+        return out
+
+    try:
+        ReLU.backward = spy
+        model.forward(rng.standard_normal((4, 2, 5, 5)), training=True)
+        model.backward(rng.standard_normal((4, 3)))
+    finally:
+        ReLU.backward = original
+    dL_dy, out, y = seen["dL_dy"], seen["out"], seen["y"]
+    assert seen["scratch"] and flat_view_of(dL_dy) is None  # the crop, not one block, and it may be overwritten
+    assert not np.shares_memory(out, dL_dy)
+    np.testing.assert_array_equal(dL_dy, seen["kept"])
+    np.testing.assert_array_equal(out, seen["kept"] * (y > 0))
+    assert out.strides == y.strides
+
+
+def flat_view_of(a: np.ndarray):
+    from nn_from_scratch import kernels
+
+    return kernels.flat_view(a)

@@ -1,7 +1,7 @@
 """The hot array kernels, shared by every layer that needs them; each fast kernel keeps its
 simple reference beside it, and the tests hold one against the other.
 
-* :mod:`.geometry`: sizes, padding (Keras' ``"same"`` too), padded copies, window views.
+* :mod:`.geometry`: sizes, padding (Keras' ``"same"`` too), padded copies, window views, memory layouts.
 * :mod:`.blas`: ``C = A @ B + beta * C`` on strided views through NumPy's own BLAS.
 * :mod:`.conv`: convolution: the im2col reference, the fast batch-innermost plan (any stride,
   dilation and padding), grouped and depthwise convolution.
@@ -35,7 +35,9 @@ from .geometry import (
     Padding4,
     as_pair,
     checked_output_hw,
+    empty_in_order,
     image_shape,
+    memory_order,
     pad2d,
     resolve_padding,
     same_padding,
@@ -49,10 +51,8 @@ from .pooling import (
     avg_pool2d_divisor,
     avg_pool2d_forward,
     avg_pool2d_forward_reference,
-    empty_in_order,
     max_pool2d_backward,
     max_pool2d_forward,
-    memory_order,
     pool_windows,
 )
 from .resample import (

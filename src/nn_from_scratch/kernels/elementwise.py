@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import memory_order
+
 #: Elements per chunk of :func:`relu_backward` (256 KiB of float32: the operands of a chunk stay in the L2 cache).
 ELEMENTWISE_CHUNK = 1 << 16
 
@@ -23,8 +25,7 @@ def flat_view(a: np.ndarray) -> np.ndarray | None:
         >>> flat_view(np.arange(6.0)[::2]) is None
         True
     """
-    order = np.argsort([-abs(s) for s in a.strides], kind="stable")
-    t = a.transpose(order)
+    t = a.transpose(memory_order(a))
     return t.reshape(-1) if t.flags.c_contiguous else None
 
 
@@ -32,9 +33,9 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
     """``dx = dy * [y > 0]`` (ReLU's backward from its output ``y``), in ``y``'s dtype.
 
     With ``out`` (which may be ``dy`` itself: the in-place backward) and ``dy``, ``y`` and ``out``
-    laid out alike in one block of memory each, it runs a cache-sized chunk at a time: the mask
-    of a chunk lives in a small buffer, never as a bool array of the whole size. Otherwise
-    :func:`relu_backward_reference`. The product with the mask differs from ``np.where`` only
+    laid out alike (the same axis order in memory; one block each, or views such as a crop of a
+    padded buffer), it runs a cache-sized chunk at a time: the mask of a chunk lives in a small
+    buffer, never as a bool array of the whole size. Otherwise :func:`relu_backward_reference`. The product with the mask differs from ``np.where`` only
     where ``dy`` is inf or NaN at ``y <= 0`` (NaN, not 0), and is ~8x faster.
 
     Args:
@@ -53,15 +54,31 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
         >>> dy  # overwritten
         array([[0., 1., 0., 1.]])
     """
-    if out is None or not (dy.strides == y.strides == out.strides and dy.dtype == y.dtype == out.dtype):
+    order = memory_order(y)
+    if (out is None or not dy.dtype == y.dtype == out.dtype or dy.shape != y.shape or out.shape != y.shape
+            or memory_order(dy) != order or memory_order(out) != order):
         dx = relu_backward_reference(dy, y)
         if out is None:
             return dx
         np.copyto(out, dx)
         return out
     d1, y1, o1 = flat_view(dy), flat_view(y), flat_view(out)
-    if d1 is None or y1 is None or o1 is None:
-        np.copyto(out, relu_backward_reference(dy, y))
+    if d1 is None or y1 is None or o1 is None or not dy.strides == y.strides == out.strides:
+        # Laid out alike but not one block each (e.g. dy a cropped view of a convolution's
+        # padded dL/dx): blocks along the outermost axis in memory (128x32x32x32 float32, dy
+        # cropped from a padded buffer: 5.6 ms through the reference, 4.2 ms here; 2.4 ms when contiguous).
+        d_t, y_t, o_t = (a.transpose(order) for a in (dy, y, out))
+        if y_t.ndim == 0 or y_t.size == 0:
+            np.copyto(out, relu_backward_reference(dy, y))
+            return out
+        per_row = max(1, y_t[0].size)
+        rows = max(1, ELEMENTWISE_CHUNK // per_row)
+        mask = np.empty((min(rows, y_t.shape[0]),) + y_t.shape[1:], dtype=bool)
+        for start in range(0, y_t.shape[0], rows):
+            stop = min(start + rows, y_t.shape[0])
+            m = mask[: stop - start]
+            np.greater(y_t[start:stop], 0, out=m)
+            np.multiply(d_t[start:stop], m, out=o_t[start:stop])
         return out
     mask = np.empty(min(ELEMENTWISE_CHUNK, y1.size), dtype=bool)
     for start in range(0, y1.size, ELEMENTWISE_CHUNK):

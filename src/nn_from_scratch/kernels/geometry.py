@@ -177,6 +177,39 @@ def checked_output_hw(geom: ConvGeometry, input_shape: tuple[int, int, int], lay
     return oh, ow
 
 
+def memory_order(a: np.ndarray) -> tuple[int, ...]:
+    """The axes of ``a`` from outermost to innermost in memory (sorted by stride, stable).
+
+    Args:
+        a: any array.
+
+    Example:
+        >>> memory_order(np.zeros((2, 3, 4, 5)))
+        (0, 1, 2, 3)
+        >>> memory_order(np.zeros((3, 4, 5, 2)).transpose(3, 0, 1, 2))  # batch innermost
+        (1, 2, 3, 0)
+    """
+    return tuple(int(i) for i in np.argsort([-abs(s) for s in a.strides], kind="stable"))
+
+
+def empty_in_order(order: tuple[int, ...], shape: tuple[int, ...], dtype: np.dtype, zeros: bool = False) -> np.ndarray:
+    """An array of ``shape`` whose axes lie in memory in ``order`` (outermost first), as :func:`memory_order` gives.
+
+    Args:
+        order: the axes, outermost first.
+        shape: the array's shape.
+        dtype: its dtype.
+        zeros: zero-filled (else uninitialised).
+
+    Example:
+        >>> a = empty_in_order((1, 2, 3, 0), (2, 3, 4, 5), np.float32)
+        >>> a.shape, memory_order(a)
+        ((2, 3, 4, 5), (1, 2, 3, 0))
+    """
+    make = np.zeros if zeros else np.empty
+    return make([shape[i] for i in order], dtype).transpose(np.argsort(order))
+
+
 def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Zeros of ``shape`` laid out in memory like ``like`` (same axis order by stride), e.g. batch-innermost.
 
@@ -191,8 +224,7 @@ def zeros_in_layout_of(like: np.ndarray, shape: tuple[int, ...], dtype: np.dtype
         >>> z.shape, z.strides
         ((2, 3, 4, 5), (4, 160, 40, 8))
     """
-    order = np.argsort([-abs(s) for s in like.strides], kind="stable")
-    return np.zeros([shape[i] for i in order], dtype).transpose(np.argsort(order))
+    return empty_in_order(memory_order(like), shape, dtype, zeros=True)
 
 
 def pad2d(x: np.ndarray, padding: Padding4, value: float = 0.0, keep_layout: bool = False) -> np.ndarray:

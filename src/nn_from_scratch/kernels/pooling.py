@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .geometry import ConvGeometry, _tap_slices, pad2d, zeros_in_layout_of
+from .geometry import ConvGeometry, _tap_slices, empty_in_order, memory_order, pad2d, zeros_in_layout_of
 
 
 # -- pooling --------------------------------------------------------------------------------
@@ -273,39 +273,6 @@ def _window_sums(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
 # y[:, :, rows_out, cols_out] += x[:, :, rows_in, cols_in] (a 2x2 stride-2 pool is the sum of
 # four strided views of x). The references beside them (``*_reference``) pad, gather and
 # scatter as the definition reads; tests/test_pooling.py holds one against the other.
-
-
-def memory_order(a: np.ndarray) -> tuple[int, ...]:
-    """The axes of ``a`` from outermost to innermost in memory (sorted by stride, stable).
-
-    Args:
-        a: any array.
-
-    Example:
-        >>> memory_order(np.zeros((2, 3, 4, 5)))
-        (0, 1, 2, 3)
-        >>> memory_order(np.zeros((3, 4, 5, 2)).transpose(3, 0, 1, 2))  # batch innermost
-        (1, 2, 3, 0)
-    """
-    return tuple(int(i) for i in np.argsort([-abs(s) for s in a.strides], kind="stable"))
-
-
-def empty_in_order(order: tuple[int, ...], shape: tuple[int, ...], dtype: np.dtype, zeros: bool = False) -> np.ndarray:
-    """An array of ``shape`` whose axes lie in memory in ``order`` (outermost first), as :func:`memory_order` gives.
-
-    Args:
-        order: the axes, outermost first.
-        shape: the array's shape.
-        dtype: its dtype.
-        zeros: zero-filled (else uninitialised).
-
-    Example:
-        >>> a = empty_in_order((1, 2, 3, 0), (2, 3, 4, 5), np.float32)
-        >>> a.shape, memory_order(a)
-        ((2, 3, 4, 5), (1, 2, 3, 0))
-    """
-    make = np.zeros if zeros else np.empty
-    return make([shape[i] for i in order], dtype).transpose(np.argsort(order))
 
 
 def _tap_ranges(p: int, q: int, h: int, w: int, oh: int, ow: int, geom: ConvGeometry) -> tuple[slice, slice, slice, slice] | None:
