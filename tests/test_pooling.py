@@ -393,3 +393,63 @@ def test_tiled_max_pooling_backward_equals_the_per_tap_kernel(n, c, h, w, kh, kw
     reference = kernels.pooling.max_pool2d_backward_by_taps(dy, argmax, x.shape, geom)
     assert fast.dtype == reference.dtype == np.float32
     np.testing.assert_array_equal(fast, reference)
+
+
+@needs_torch
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 9),
+    sh=st.integers(1, 3), sw=st.integers(1, 3), dh=st.integers(1, 2), dw=st.integers(1, 2),
+    ph=st.integers(0, 1), pw=st.integers(0, 1), layout=st.sampled_from(sorted(TILING_LAYOUTS)),
+    special=st.sampled_from(["none", "nan", "-inf", "all -inf"]), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=150, deadline=None)
+def test_2x2_max_pooling_tournament_matches_torch(n, c, h, w, sh, sw, dh, dw, ph, pw, layout, special, seed):
+    """2x2 windows (any stride, dilation, padding) take the pairwise tournament; float64 against
+    torch: y, and the gradient (where argmax sends dy) with ties from integer inputs, NaN, -inf,
+    and windows all -inf next to -inf padding."""
+    geom = kernels.ConvGeometry(2, 2, (sh, sw), (dh, dw), (ph, ph, pw, pw))
+    oh, ow = geom.output_hw(h, w)
+    if oh < 1 or ow < 1 or not kernels.avg_pool2d_divisor(h, w, geom, False, np.float64).all():
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=(n, c, h, w)).astype(np.float64)
+    if special == "nan":
+        x[rng.random(x.shape) < 0.1] = np.nan
+    elif special == "-inf":
+        x[rng.random(x.shape) < 0.3] = -np.inf
+    elif special == "all -inf":
+        x[:] = -np.inf
+    y, argmax = kernels.max_pool2d_forward(TILING_LAYOUTS[layout](x), geom)
+    dy = rng.standard_normal(y.shape)
+    dx = kernels.max_pool2d_backward(dy, argmax, x.shape, geom)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = F.max_pool2d(x_t, 2, (sh, sw), (ph, pw), (dh, dw))
+    y_t.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, y_t.detach().numpy())
+    np.testing.assert_allclose(dx, x_t.grad.numpy(), rtol=1e-12, atol=0)  # overlaps add in another order
+
+
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 6)),
+    values=st.sampled_from(["ties", "normal", "-inf"]), seed=st.integers(0, 2**16),
+)
+@settings(max_examples=100, deadline=None)
+def test_2x2_tournament_equals_the_per_tap_running_maximum(shape, values, seed):
+    """The tournament against its reference on the same (N, C, OH, OW, 2, 2) windows (no NaN:
+    the caller fixes NaN windows up for both): the same maxima and first maximal taps, in the
+    same memory layout."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, size=shape + (2, 2)).astype(np.float32) if values == "ties" else \
+        rng.standard_normal(shape + (2, 2)).astype(np.float32)
+    if values == "-inf":
+        x[rng.random(x.shape) < 0.5] = -np.inf
+    windows = np.ascontiguousarray(x.transpose(1, 2, 3, 4, 5, 0)).transpose(5, 0, 1, 2, 3, 4)  # batch innermost
+    y_ref = windows[..., 0, 0].copy(order="K")
+    argmax_ref = kernels.pooling.max_and_argmax_by_taps(windows, y_ref)
+    y, argmax = kernels.pooling.max_and_argmax_2x2(windows)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    def layout(a):  # strides of the axes that have more than one element
+        return [st_ for st_, size in zip(a.strides, a.shape) if size > 1]
+
+    assert layout(y) == layout(y_ref) and argmax.dtype == argmax_ref.dtype == np.uint8

@@ -80,21 +80,16 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry, need_argmax: bool = Tr
     windows = pool_windows(xp, geom)
     # Outputs in the memory order of x (order "K"): a convolution's output is batch-innermost
     # (see Conv2dPlan), and mixing orders makes every element-wise pass a strided gather.
-    y = windows[..., 0, 0].copy(order="K")
     taps = geom.kh * geom.kw
-    if not need_argmax:
-        for t in range(1, taps):
-            np.maximum(y, windows[..., t // geom.kw, t % geom.kw], out=y)  # NaN propagates, as torch's
-        return y, None
-    argmax = np.zeros_like(y, dtype=np.uint8 if taps <= 256 else np.int32)
-    better = np.empty_like(y, dtype=bool)
-    for t in range(1, taps):
-        tap = windows[..., t // geom.kw, t % geom.kw]
-        np.greater(tap, y, out=better)
-        np.maximum(y, tap, out=y)
-        # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
-        all_ones = -better.astype(argmax.dtype)
-        argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
+    if need_argmax and geom.kh == geom.kw == 2:
+        y, argmax = max_and_argmax_2x2(windows)
+    else:
+        y = windows[..., 0, 0].copy(order="K")
+        if not need_argmax:
+            for t in range(1, taps):
+                np.maximum(y, windows[..., t // geom.kw, t % geom.kw], out=y)  # NaN propagates, as torch's
+            return y, None
+        argmax = max_and_argmax_by_taps(windows, y)
     if not np.isfinite(y).all():  # rare: fix those windows up here rather than test every tap above
         all_minus_inf = np.isneginf(y)
         if all_minus_inf.any() and any(geom.padding):  # -inf padding tied with -inf elements and won
@@ -103,6 +98,61 @@ def max_pool2d_forward(x: np.ndarray, geom: ConvGeometry, need_argmax: bool = Tr
                 argmax[all_minus_inf & inside[..., t // geom.kw, t % geom.kw]] = t
         for t in range(taps):
             argmax[np.isnan(windows[..., t // geom.kw, t % geom.kw])] = t
+    return y, argmax
+
+
+def max_and_argmax_by_taps(windows: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Running maximum over the window taps, into ``y`` (which holds tap 0 on entry); returns the
+    first maximal tap of each window, in row-major window order (NaN windows are fixed up by the caller).
+
+    Args:
+        windows: the pooling windows, (N, C, OH, OW, kh, kw) (:func:`pool_windows`).
+        y: tap 0 of every window, (N, C, OH, OW), overwritten by the maxima.
+
+    Example:
+        >>> w = pool_windows(np.array([[[[1.0, 3.0, 3.0]]]]), ConvGeometry(1, 3, (1, 1), (1, 1), (0, 0, 0, 0)))
+        >>> y = w[..., 0, 0].copy()
+        >>> max_and_argmax_by_taps(w, y), y
+        (array([[[[1]]]], dtype=uint8), array([[[[3.]]]]))
+    """
+    kh, kw = windows.shape[-2:]
+    argmax = np.zeros_like(y, dtype=np.uint8 if kh * kw <= 256 else np.int32)
+    better = np.empty_like(y, dtype=bool)
+    for t in range(1, kh * kw):
+        tap = windows[..., t // kw, t % kw]
+        np.greater(tap, y, out=better)
+        np.maximum(y, tap, out=y)
+        # argmax = where(better, t, argmax), as bit operations: a masked copy is ~10x slower.
+        all_ones = -better.astype(argmax.dtype)
+        argmax ^= (argmax ^ argmax.dtype.type(t)) & all_ones
+    return argmax
+
+
+def max_and_argmax_2x2(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`max_and_argmax_by_taps` for 2x2 windows, as a tournament: each row's pair, then the
+    two rows: 8 passes over the output instead of 18 (128x32x32x32 batch-innermost, one thread:
+    5.3 -> 4.4 ms; LeNet's 64x6x28x28, no change). Strict comparisons keep the first maximal tap.
+
+    Args:
+        windows: the pooling windows, (N, C, OH, OW, 2, 2).
+
+    Returns:
+        ``(y, argmax)``, both laid out in memory like the windows' first tap.
+
+    Example:
+        >>> w = pool_windows(np.array([[[[1.0, 3.0], [3.0, 2.0]]]]), ConvGeometry(2, 2, (2, 2), (1, 1), (0, 0, 0, 0)))
+        >>> max_and_argmax_2x2(w)
+        (array([[[[3.]]]]), array([[[[1]]]], dtype=uint8))
+    """
+    t0, t1, t2, t3 = windows[..., 0, 0], windows[..., 0, 1], windows[..., 1, 0], windows[..., 1, 1]
+    top, bottom = np.maximum(t0, t1), np.maximum(t2, t3)
+    argmax = np.greater(t1, t0).view(np.uint8)  # 0 or 1 within the top row
+    bottom_tap = np.greater(t3, t2).view(np.uint8)
+    bottom_tap |= 2  # 2 or 3
+    bottom_wins = np.greater(bottom, top)
+    y = np.maximum(top, bottom, out=top)
+    # argmax = where(bottom_wins, bottom_tap, argmax), as bit operations
+    argmax ^= (argmax ^ bottom_tap) & (-bottom_wins.view(np.int8)).view(np.uint8)
     return y, argmax
 
 
