@@ -206,18 +206,18 @@ def _max_pool2d_backward_tiled(
     # Every array in memory order (C-contiguous axes), with the window's axes right after OH and
     # OW, so that the broadcast pass runs with a unit stride innermost.
     dx_t, dy_t, argmax_t = (a.transpose(order) for a in (dx, dy, argmax))
+    # Per axis, in memory order: its extent in dx, in dy and argmax, and in the two tap grids.
+    window_axes = {2: ((oh, kh), (oh, 1), (1, kh), (1, 1)), 3: ((ow, kw), (ow, 1), (1, 1), (1, kw))}
     dx_shape, in_shape, row_tap, col_tap = [], [], [], []
     for axis in order:
-        if axis == 2:
-            dx_shape += [oh, kh]; in_shape += [oh, 1]; row_tap += [1, kh]; col_tap += [1, 1]
-        elif axis == 3:
-            dx_shape += [ow, kw]; in_shape += [ow, 1]; row_tap += [1, 1]; col_tap += [1, kw]
-        else:
-            dx_shape += [dx.shape[axis]]; in_shape += [dx.shape[axis]]; row_tap += [1]; col_tap += [1]
+        size = dx.shape[axis]
+        extents = window_axes.get(axis, ((size,), (size,), (1,), (1,)))
+        for shape, extent in zip((dx_shape, in_shape, row_tap, col_tap), extents):
+            shape.extend(extent)
     if oh * kh < h or ow * kw < w:  # rows or columns that no window reaches (floor mode) get no gradient
         dx_t.fill(0)
-    covered = tuple(slice(0, oh * kh) if axis == 2 else slice(0, ow * kw) if axis == 3 else slice(None) for axis in order)
-    dx_windows = dx_t[covered].reshape(dx_shape)
+    reached = {2: slice(0, oh * kh), 3: slice(0, ow * kw)}
+    dx_windows = dx_t[tuple(reached.get(axis, slice(None)) for axis in order)].reshape(dx_shape)
     taps = np.arange(kh, dtype=argmax.dtype).reshape(row_tap) * kw + np.arange(kw, dtype=argmax.dtype).reshape(col_tap)
     chosen = argmax_t.reshape(in_shape) == taps
     dy_windows = dy_t.reshape(in_shape)
