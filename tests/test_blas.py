@@ -24,6 +24,12 @@ def operand(rng: np.random.Generator, rows: int, cols: int, dtype, kind: str) ->
     return rng.standard_normal((cols + 1, rows + 4)).astype(dtype)[1:, 3 : rows + 3].T
 
 
+#: Layouts of the two operands (see :func:`operand`), the betas and dtypes every gemm test draws.
+VIEW_KINDS = st.tuples(*[st.sampled_from(["contiguous", "slice", "transposed"])] * 2)
+BETAS = st.sampled_from([0.0, 1.0, 0.5])
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
 @pytest.fixture(params=["cblas", "fallback"])
 def backend(request, monkeypatch):
     if request.param == "cblas":
@@ -37,8 +43,7 @@ def backend(request, monkeypatch):
 
 @given(
     m=st.integers(1, 9), k=st.integers(1, 9), n=st.integers(1, 9),
-    kinds=st.tuples(*[st.sampled_from(["contiguous", "slice", "transposed"])] * 2),
-    beta=st.sampled_from([0.0, 1.0, 0.5]), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 99),
+    kinds=VIEW_KINDS, beta=BETAS, dtype=DTYPES, seed=st.integers(0, 99),
 )
 @settings(max_examples=200, deadline=None)
 def test_gemm_matches_numpy_on_strided_views(m, k, n, kinds, beta, dtype, seed):
@@ -92,8 +97,7 @@ def test_gemm_falls_back_for_layouts_blas_cannot_read():
 
 @given(
     m=st.integers(1, 12), k=st.integers(1, 300), n=st.integers(1, 300),
-    kinds=st.tuples(*[st.sampled_from(["contiguous", "slice", "transposed"])] * 2),
-    beta=st.sampled_from([0.0, 1.0, 0.5]), dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 99),
+    kinds=VIEW_KINDS, beta=BETAS, dtype=DTYPES, seed=st.integers(0, 99),
 )
 @settings(max_examples=150, deadline=None)
 def test_thin_products_split_into_pieces_give_the_whole_product(m, k, n, kinds, beta, dtype, seed):

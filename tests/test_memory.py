@@ -156,17 +156,13 @@ def test_an_inference_forward_keeps_nothing_in_any_layer(name, kind):
 def test_the_census_sees_a_planted_leak(leak, monkeypatch):
     """The checks above fail when a layer keeps an activation: they can fail."""
     model, x, labels = compiled("cifar_like")
-    if leak == "relu_keeps_output":
-        monkeypatch.setattr(ReLU, "release_cache", lambda self: None)
-        monkeypatch.setattr(ReLU, "keep_cache", property(lambda self: True, lambda self, v: None))
+    planted = {"relu_keeps_output": (ReLU, r"ReLU\._y"), "batch_norm_keeps_x_hat": (BatchNormalization, r"BatchNormalization\._cache")}
+    if leak in planted:
+        layer_class, held_attr = planted[leak]
+        monkeypatch.setattr(layer_class, "release_cache", lambda self: None)
+        monkeypatch.setattr(layer_class, "keep_cache", property(lambda self: True, lambda self, v: None))
         model.predict(x, batch_size=None)
-        with pytest.raises(AssertionError, match=r"ReLU\._y"):
-            assert_holds_almost_nothing(model, "planted")
-    elif leak == "batch_norm_keeps_x_hat":
-        monkeypatch.setattr(BatchNormalization, "release_cache", lambda self: None)
-        monkeypatch.setattr(BatchNormalization, "keep_cache", property(lambda self: True, lambda self, v: None))
-        model.predict(x, batch_size=None)
-        with pytest.raises(AssertionError, match=r"BatchNormalization\._cache"):
+        with pytest.raises(AssertionError, match=held_attr):
             assert_holds_almost_nothing(model, "planted")
     else:
         monkeypatch.setattr(ReLU, "release_after_backward", lambda self: None)

@@ -173,14 +173,10 @@ class Model(BaseModel):
         self._contexts = {}
         for node in self.nodes:
             layer = node.layer
-            layer.training, layer.keep_cache = training, keep
             args = [values[t.id] for t in node.inputs]
-            out = layer.forward(args if layer.n_inputs is None else args[0])
+            out = layer.forward_in_pass(args if layer.n_inputs is None else args[0], training, keep_cache=keep)
             del args
-            if not keep:
-                layer.release_cache()
-                layer.keep_cache = True
-            elif id(layer) in self._shared:
+            if keep and id(layer) in self._shared:
                 self._contexts[id(node)] = layer.save_context()
             # A value is dropped once its last consumer has run, in training too: each layer has
             # cached what its backward needs.
@@ -222,14 +218,10 @@ class Model(BaseModel):
             # A gradient that no other pending gradient (Add hands one array to both branches)
             # and not the caller's array shares memory with is read by no one after this layer:
             # the layer may overwrite it (ReLU and batch norm compute dL/dx in place).
-            layer.output_grad_writable = isinstance(g, np.ndarray) and not np.may_share_memory(g, given) and not any(
+            writable = isinstance(g, np.ndarray) and not np.may_share_memory(g, given) and not any(
                 np.may_share_memory(g, other) for other in grads.values())
-            try:
-                result = layer.backward(g, need_input_grad=not skip)
-            finally:
-                layer.output_grad_writable = False
+            result = layer.backward_in_pass(g, need_input_grad=not skip, output_grad_writable=writable)
             del g
-            layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
             if result is None:
                 continue
             parts = result if layer.n_inputs is None else [result]

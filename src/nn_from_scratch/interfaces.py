@@ -295,6 +295,35 @@ class Layer(ABC):
             return call_layer_symbolically(self, x)
         return self.forward(x)
 
+    # -- the passes as a model runs them -----------------------------------------------------
+    def forward_in_pass(self, x: Any, training: bool, keep_cache: bool) -> Any:
+        """``forward`` as a model's pass runs it (``Sequential``, the graph ``Model``, ``plots``).
+
+        Without ``keep_cache`` (an inference pass) the layer may skip building its cache
+        (:attr:`keep_cache`) and drops whatever it kept once the output is computed.
+        """
+        self.training, self.keep_cache = training, keep_cache
+        out = self.forward(x)
+        if not keep_cache:
+            self.release_cache()
+            self.keep_cache = True
+        return out
+
+    def backward_in_pass(self, dL_dy: Any, need_input_grad: bool, output_grad_writable: bool) -> Any:
+        """``backward`` as a model's pass runs it, then :meth:`release_after_backward`.
+
+        ``output_grad_writable`` says the model reads ``dL_dy`` no more (see
+        :attr:`output_grad_writable`); it holds only during this call.
+        """
+        self.output_grad_writable = output_grad_writable
+        try:
+            # need_input_grad is passed only when False: the seed's layers define backward(dL_dy).
+            result = self.backward(dL_dy) if need_input_grad else self.backward(dL_dy, need_input_grad=False)
+        finally:
+            self.output_grad_writable = False
+        self.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
+        return result
+
     # -- what forward keeps for backward ----------------------------------------------------
     def release_cache(self) -> None:
         """Drop what the last ``forward`` kept for ``backward`` (inference passes need nothing)."""

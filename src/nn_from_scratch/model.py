@@ -135,11 +135,7 @@ class Sequential(BaseModel):
         x = np.asarray(x)
         self.ensure_built(x)
         for layer in self.layers:
-            layer.training = layer.keep_cache = training
-            x = layer.forward(x)
-            if not training:
-                layer.release_cache()
-                layer.keep_cache = True
+            x = layer.forward_in_pass(x, training, keep_cache=training)
         return x
 
     __call__ = forward
@@ -159,12 +155,8 @@ class Sequential(BaseModel):
             skip = not need_input_grad and i == len(self.layers) - 1 and layer.can_skip_input_grad
             # A dL/dy that a layer of this model returned, and not the caller's array, is read by
             # no one after this layer: it may be overwritten (ReLU's backward runs in place).
-            layer.output_grad_writable = i > 0 and not np.may_share_memory(dL_dy, given)
-            try:
-                dL_dy = layer.backward(dL_dy, need_input_grad=False) if skip else layer.backward(dL_dy)
-            finally:
-                layer.output_grad_writable = False
-            layer.release_after_backward()  # what it cached is freed as the pass moves on, as in torch
+            writable = i > 0 and not np.may_share_memory(dL_dy, given)
+            dL_dy = layer.backward_in_pass(dL_dy, need_input_grad=not skip, output_grad_writable=writable)
         return dL_dy
 
     # -- structure ------------------------------------------------------------------------

@@ -212,17 +212,13 @@ def layer_outputs(model: Any, x: Any) -> list[tuple[str, np.ndarray]]:
         values: dict[int, Any] = {model.inputs[0].id: x}
         for node in model.nodes:
             layer = node.layer
-            layer.training = False
             args = [values[t.id] for t in node.inputs]
-            out = layer.forward(args if layer.n_inputs is None else args[0])
-            layer.release_cache()
+            out = layer.forward_in_pass(args if layer.n_inputs is None else args[0], training=False, keep_cache=False)
             values[node.output.id] = out
             outputs.append(np.asarray(out))
     else:
         for layer in model.layers:
-            layer.training = False
-            x = layer.forward(x)
-            layer.release_cache()
+            x = layer.forward_in_pass(x, training=False, keep_cache=False)
             outputs.append(np.asarray(x))
     return list(zip(names, outputs))
 

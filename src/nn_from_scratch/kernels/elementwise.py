@@ -32,11 +32,12 @@ def flat_view(a: np.ndarray) -> np.ndarray | None:
 def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``dx = dy * [y > 0]`` (ReLU's backward from its output ``y``), in ``y``'s dtype.
 
-    With ``out`` (which may be ``dy`` itself: the in-place backward) and ``dy``, ``y`` and ``out``
-    laid out alike (the same axis order in memory; one block each, or views such as a crop of a
-    padded buffer), it runs a cache-sized chunk at a time: the mask of a chunk lives in a small
-    buffer, never as a bool array of the whole size. Otherwise :func:`relu_backward_reference`. The product with the mask differs from ``np.where`` only
-    where ``dy`` is inf or NaN at ``y <= 0`` (NaN, not 0), and is ~8x faster.
+    When ``dy`` is laid out like ``y`` (the same axis order in memory; one block, or a view such
+    as a convolution's ``dL/dx`` cropped from its padded buffer) it runs a cache-sized chunk at a
+    time, into ``out`` (which may be ``dy`` itself: the in-place backward) or into a new array in
+    ``y``'s layout: the mask of a chunk lives in a small buffer, never as a bool array of the whole
+    size. Otherwise :func:`relu_backward_reference`. The product with the mask differs from
+    ``np.where`` only where ``dy`` is inf or NaN at ``y <= 0`` (NaN, not 0), and is ~8x faster.
 
     Args:
         dy: ``dL/dy``.
@@ -55,37 +56,31 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
         array([[0., 1., 0., 1.]])
     """
     order = memory_order(y)
-    if (out is None or not dy.dtype == y.dtype == out.dtype or dy.shape != y.shape or out.shape != y.shape
-            or memory_order(dy) != order or memory_order(out) != order):
+    alike = dy.shape == y.shape and dy.dtype == y.dtype and memory_order(dy) == order
+    if out is None and alike:
+        out = np.empty_like(y)  # y's layout, one block: what the layers before read fastest
+    if out is None or not alike or out.shape != y.shape or out.dtype != y.dtype or memory_order(out) != order:
         dx = relu_backward_reference(dy, y)
         if out is None:
             return dx
         np.copyto(out, dx)
         return out
-    d1, y1, o1 = flat_view(dy), flat_view(y), flat_view(out)
-    if d1 is None or y1 is None or o1 is None or not dy.strides == y.strides == out.strides:
-        # Laid out alike but not one block each (e.g. dy a cropped view of a convolution's
-        # padded dL/dx): blocks along the outermost axis in memory (128x32x32x32 float32, dy
-        # cropped from a padded buffer: 5.6 ms through the reference, 4.2 ms here; 2.4 ms when contiguous).
-        d_t, y_t, o_t = (a.transpose(order) for a in (dy, y, out))
-        if y_t.ndim == 0 or y_t.size == 0:
-            np.copyto(out, relu_backward_reference(dy, y))
-            return out
-        per_row = max(1, y_t[0].size)
-        rows = max(1, ELEMENTWISE_CHUNK // per_row)
-        mask = np.empty((min(rows, y_t.shape[0]),) + y_t.shape[1:], dtype=bool)
-        for start in range(0, y_t.shape[0], rows):
-            stop = min(start + rows, y_t.shape[0])
-            m = mask[: stop - start]
-            np.greater(y_t[start:stop], 0, out=m)
-            np.multiply(d_t[start:stop], m, out=o_t[start:stop])
+    if y.size == 0:
         return out
-    mask = np.empty(min(ELEMENTWISE_CHUNK, y1.size), dtype=bool)
-    for start in range(0, y1.size, ELEMENTWISE_CHUNK):
-        stop = min(start + ELEMENTWISE_CHUNK, y1.size)
+    flat = [flat_view(a) for a in (dy, y, out)] if dy.strides == y.strides == out.strides else [None]
+    if all(a is not None for a in flat):
+        d_t, y_t, o_t = flat  # one block each: chunks of the memory
+    else:
+        # Not one block each (a cropped dy): blocks along the outermost axis in memory
+        # (128x32x32x32 float32: 5.6 ms through the reference, 4.2 ms here; 2.4 ms when contiguous).
+        d_t, y_t, o_t = (a.transpose(order) for a in (dy, y, out))
+    rows = max(1, ELEMENTWISE_CHUNK // max(1, y_t[0].size))
+    mask = np.empty((min(rows, y_t.shape[0]),) + y_t.shape[1:], dtype=bool)
+    for start in range(0, y_t.shape[0], rows):
+        stop = min(start + rows, y_t.shape[0])
         m = mask[: stop - start]
-        np.greater(y1[start:stop], 0, out=m)
-        np.multiply(d1[start:stop], m, out=o1[start:stop])
+        np.greater(y_t[start:stop], 0, out=m)
+        np.multiply(d_t[start:stop], m, out=o_t[start:stop])
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import memory_order
+
 
 
 # -- batch norm in any memory layout ---------------------------------------------------------------
@@ -47,7 +49,7 @@ def channel_blocks(x: np.ndarray, axis: int = 1, min_run: int = 1) -> tuple[np.n
     """
     if x.ndim < 2 or x.size == 0:
         return None
-    perm = tuple(int(i) for i in np.argsort([-abs(s) for s in x.strides], kind="stable"))
+    perm = memory_order(x)
     xt = x.transpose(perm)
     if not xt.flags.c_contiguous:
         return None

@@ -231,7 +231,7 @@ class GlobalAveragePooling(Node):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _floating_input(self, self.check_input(x))
         self._x_shape = x.shape
-        self._x_order = tuple(int(i) for i in np.argsort([-abs(s) for s in x.strides], kind="stable"))
+        self._x_order = kernels.memory_order(x)
         return x.mean(axis=tuple(range(2, x.ndim)))
 
     def backward(self, dL_dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
